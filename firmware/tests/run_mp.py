@@ -1,0 +1,43 @@
+# Runs every firmware/tests/test_*.py under the MicroPython Unix port:
+#   micropython firmware/tests/run_mp.py [name-filter]
+# Prints one line per failure and a closing "N passed, N failed" line; exit 1 on failure.
+import os
+import sys
+
+HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+sys.path.insert(0, HERE)
+sys.path.insert(0, HERE + "/..")
+
+
+def main():
+    pattern = sys.argv[1] if len(sys.argv) > 1 else ""
+    passed = failed = 0
+    for name in sorted(os.listdir(HERE)):
+        if not (name.startswith("test_") and name.endswith(".py")):
+            continue
+        modname = name[:-3]
+        try:
+            mod = __import__(modname)
+        except Exception as e:
+            print("FAIL %s (import): %s: %s" % (modname, type(e).__name__, e))
+            sys.print_exception(e)
+            failed += 1
+            continue
+        for attr in sorted(dir(mod)):
+            if not attr.startswith("test_") or pattern not in modname + "." + attr:
+                continue
+            fn = getattr(mod, attr)
+            if not callable(fn):
+                continue
+            try:
+                fn()
+                passed += 1
+            except Exception as e:
+                failed += 1
+                print("FAIL %s.%s: %s: %s" % (modname, attr, type(e).__name__, e))
+                sys.print_exception(e)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+main()

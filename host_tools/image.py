@@ -1,0 +1,149 @@
+"""Build and edit littlefs2 flash images: the same format MicroPython's ESP32 port mounts.
+
+An image holds the firmware (`boot.py`, `main.py`, `tracker/`), the board's files (`board.py`,
+`board.json` and its helpers, at the root) and `config.json`. The virtual board boots such an
+image; the flashing tools write the same bytes to a real board's vfs partition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from littlefs import LittleFS, LittleFSError
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE_DIR = REPO / "firmware"
+BOARDS_DIR = REPO / "boards"
+
+BLOCK_SIZE = 4096
+# ESP32 MicroPython (4 MB flash) gives its vfs partition 2 MB.
+DEFAULT_SIZE = 2 * 1024 * 1024
+# MicroPython's VfsLfs2 defaults (readsize/progsize/lookahead = 32).
+_LFS_OPTS = dict(read_size=32, prog_size=32, lookahead_size=32, name_max=255)
+CONFIG_FILE = "config.json"
+
+
+class ImageError(Exception):
+    """An expected failure with an image (bad path, corrupt, no such board)."""
+
+
+def firmware_files() -> Iterator[tuple[str, Path]]:
+    """(device path, host path) of every firmware file that goes onto the device."""
+    for name in ("boot.py", "main.py"):
+        yield name, FIRMWARE_DIR / name
+    for path in sorted((FIRMWARE_DIR / "tracker").rglob("*.py")):
+        yield path.relative_to(FIRMWARE_DIR).as_posix(), path
+
+
+def board_files(board: str) -> Iterator[tuple[str, Path]]:
+    folder = BOARDS_DIR / board
+    if not (folder / "board.json").is_file():
+        known = ", ".join(sorted(p.name for p in BOARDS_DIR.iterdir() if p.is_dir()))
+        raise ImageError(f"no board {board!r} (known: {known})")
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".py", ".json") and path.is_file():
+            yield path.name, path
+
+
+def _open(path: Path) -> LittleFS:
+    data = Path(path).read_bytes()
+    if not data or len(data) % BLOCK_SIZE:
+        raise ImageError(f"{path}: not a littlefs image ({len(data)} bytes)")
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False,
+                  **_LFS_OPTS)
+    fs.context.buffer = bytearray(data)
+    try:
+        fs.mount()
+    except LittleFSError as e:
+        raise ImageError(f"{path}: cannot mount littlefs image: {e}") from None
+    return fs
+
+
+def _save(fs: LittleFS, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(fs.context.buffer)
+    tmp.replace(path)
+
+
+def _write(fs: LittleFS, device_path: str, data: bytes) -> None:
+    parts = device_path.split("/")
+    for i in range(1, len(parts)):
+        d = "/".join(parts[:i])
+        try:
+            fs.mkdir(d)
+        except LittleFSError:
+            pass  # already there
+    with fs.open(device_path, "wb") as f:
+        f.write(data)
+
+
+def build_image(
+    path: Path,
+    *,
+    board: str,
+    config: dict | None = None,
+    size: int = DEFAULT_SIZE,
+    extra: Iterable[tuple[str, bytes]] = (),
+) -> Path:
+    """Create a fresh image with the firmware, the board and config.json."""
+    if size % BLOCK_SIZE or size < 16 * BLOCK_SIZE:
+        raise ImageError(f"image size must be a multiple of {BLOCK_SIZE} and at least 64 KiB")
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=size // BLOCK_SIZE, **_LFS_OPTS)
+    for dev, host in list(firmware_files()) + list(board_files(board)):
+        _write(fs, dev, host.read_bytes())
+    for dev, data in extra:
+        _write(fs, dev, data)
+    if config:
+        _write(fs, CONFIG_FILE, json.dumps(config, sort_keys=True).encode())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fs, path)
+    return path
+
+
+def refresh_firmware(path: Path, *, board: str) -> None:
+    """Replace the firmware and board files of an image, keeping everything else (config,
+    data the firmware wrote) -- what `albatross deploy` does to a real board."""
+    fs = _open(path)
+    for dev, host in list(firmware_files()) + list(board_files(board)):
+        _write(fs, dev, host.read_bytes())
+    _save(fs, path)
+
+
+def read_file(path: Path, device_path: str) -> bytes:
+    fs = _open(path)
+    try:
+        with fs.open(device_path, "rb") as f:
+            return f.read()
+    except LittleFSError as e:
+        raise ImageError(f"{device_path}: {e}") from None
+
+
+def write_file(path: Path, device_path: str, data: bytes) -> None:
+    fs = _open(path)
+    _write(fs, device_path, data)
+    _save(fs, path)
+
+
+def list_files(path: Path) -> list[str]:
+    fs = _open(path)
+    out = []
+    for root, _dirs, files in fs.walk("/"):
+        for name in files:
+            out.append((root.rstrip("/") + "/" + name).lstrip("/"))
+    return sorted(out)
+
+
+def merge_config(path: Path, values: dict) -> dict:
+    """Set some config keys in an image's config.json, keeping the others."""
+    try:
+        current = json.loads(read_file(path, CONFIG_FILE))
+        if not isinstance(current, dict):
+            current = {}
+    except (ImageError, ValueError):
+        current = {}
+    current.update(values)
+    write_file(path, CONFIG_FILE, json.dumps(current, sort_keys=True).encode())
+    return current

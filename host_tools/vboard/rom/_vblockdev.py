@@ -1,0 +1,65 @@
+# A flash chip for littlefs: a file-backed block device with the extended block protocol
+# (readblocks/writeblocks with an offset, ioctl erase) that MicroPython's VfsLfs2 drives on
+# an ESP32. It counts programs and erases (flash wear) for the supervisor to report.
+import os
+
+BP_IOCTL_INIT = 1
+BP_IOCTL_DEINIT = 2
+BP_IOCTL_SYNC = 3
+BP_IOCTL_BLK_COUNT = 4
+BP_IOCTL_BLK_SIZE = 5
+BP_IOCTL_BLK_ERASE = 6
+
+
+class FileBlockDevice:
+    def __init__(self, path, block_size):
+        self._f = open(path, "r+b")
+        self._f.seek(0, 2)
+        self.block_size = block_size
+        self.block_count = self._f.tell() // block_size
+        self.programs = 0
+        self.erases = 0
+        self._erased = b"\xff" * block_size
+
+    def readblocks(self, block, buf, offset=0):
+        self._f.seek(block * self.block_size + offset)
+        n = self._f.readinto(buf)
+        if n != len(buf):
+            raise OSError(5)  # EIO: the image file is shorter than the flash
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:
+            # Simple protocol: whole blocks, erase implied (what FAT would use).
+            for i in range(len(buf) // self.block_size):
+                self.ioctl(BP_IOCTL_BLK_ERASE, block + i)
+            offset = 0
+        self._f.seek(block * self.block_size + offset)
+        self._f.write(buf)
+        self._f.flush()
+        self.programs += 1
+
+    def ioctl(self, op, arg):
+        if op == BP_IOCTL_BLK_COUNT:
+            return self.block_count
+        if op == BP_IOCTL_BLK_SIZE:
+            return self.block_size
+        if op == BP_IOCTL_BLK_ERASE:
+            self._f.seek(arg * self.block_size)
+            self._f.write(self._erased)
+            self._f.flush()
+            self.erases += 1
+            return 0
+        if op == BP_IOCTL_SYNC:
+            self._f.flush()
+            return 0
+        if op in (BP_IOCTL_INIT, BP_IOCTL_DEINIT):
+            return 0
+        return None
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,85 @@
+# The virtual board's ROM: what MicroPython's ESP32 port does between reset and the REPL.
+# Mount the littlefs2 flash at "/", run boot.py, then main.py (only after a reset into the
+# friendly REPL, as pyexec does), then the REPL; report resets to the supervisor.
+import os
+import sys
+import time
+
+import _vblockdev
+import _vctl
+import _vmachine
+import _vrepl
+import vfs
+
+sys.modules["machine"] = _vmachine
+
+VERSION = "%d.%d.%d" % sys.implementation.version[:3]
+
+
+def mount_flash():
+    image = os.getenv("ALBATROSS_IMAGE")
+    bdev = _vblockdev.FileBlockDevice(image, int(os.getenv("ALBATROSS_BLOCK_SIZE") or 4096))
+    vfs.umount("/")
+    vfs.mount(vfs.VfsLfs2(bdev), "/")
+    os.chdir("/")
+    sys.path[:] = ["", "/lib"]
+    return bdev
+
+
+def run_file(path, g):
+    """Run boot.py or main.py. Returns the exception it ended with, or None."""
+    if not _vblockdev.exists(path):
+        return None
+    with open(path) as f:
+        src = f.read()
+    return _vrepl.run_code(src, path, "exec", g)
+
+
+def crash_reboot(err):
+    """An uncaught exception in main.py: print it, then reboot after a pause, as the
+    watchdog of a deployed tracker would. Ctrl-C during the pause stays in the REPL."""
+    _vrepl.print_exception(err)
+    delay = int(os.getenv("ALBATROSS_CRASH_REBOOT_MS") or 2000)
+    _vrepl.write("watchdog: rebooting in %d ms (Ctrl-C to stay in the REPL)\r\n" % delay)
+    _vctl.interrupt_char(True)
+    try:
+        time.sleep_ms(delay)
+    except KeyboardInterrupt:
+        _vctl.interrupt_char(False)
+        return
+    _vctl.request(b"W")
+
+
+def main():
+    _vctl.open_channels()  # before the host filesystem disappears from "/"
+    mount_flash()
+    g = {"__name__": "__main__"}
+    mode = os.getenv("ALBATROSS_BOOT_MODE") or "friendly"
+    err = run_file("boot.py", g)
+    if isinstance(err, SystemExit):
+        mode = "friendly"  # pyexec: a forced exit in boot.py skips main.py
+    elif err is not None:
+        _vrepl.print_exception(err)
+    elif mode == "friendly":
+        err = run_file("main.py", g)
+        if isinstance(err, SystemExit):
+            _vrepl.write("MPY: soft reboot\r\n")
+            _vctl.request(b"S")
+        elif isinstance(err, KeyboardInterrupt):
+            _vrepl.print_exception(err)
+        elif err is not None:
+            crash_reboot(err)
+    while True:
+        if mode == "raw":
+            mode = _vrepl.raw_repl(g)
+            if mode == _vrepl.SOFT_RESET_RAW:
+                _vrepl.write("MPY: soft reboot\r\n")
+                _vctl.request(b"s")
+        else:
+            mode = _vrepl.friendly_repl(g, VERSION)
+            if mode == _vrepl.SOFT_RESET:
+                _vrepl.write("MPY: soft reboot\r\n")
+                _vctl.request(b"S")
+
+
+main()

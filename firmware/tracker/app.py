@@ -1,0 +1,144 @@
+# Composition root: read the board and the config, build drivers and modules, start the
+# tasks, and own the global exception policy (an unexpected task failure reboots the board,
+# as the watchdog would, rather than leaving a half-dead tracker in the field).
+import json
+import os
+
+from tracker import VERSION, log
+from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
+from tracker.config import Config
+from tracker.records import RecordQueue, make_record
+from tracker.seqno import SequenceCounter
+from tracker.sensors import Battery, Sensors
+from tracker.sht4x import Sht4x
+from tracker.uplink import Uplink
+
+_TAG = "app"
+CONFIG_PATH = "config.json"
+CRASH_COUNT_PATH = "crashes.json"
+SAFE_MODE_AFTER = 5  # consecutive watchdog/crash reboots before main.py stops starting the app
+HEALTHY_AFTER_MS = 60000
+
+
+class Tracker:
+    def __init__(self, board, cfg):
+        self.board = board
+        self.cfg = cfg
+        self.reset_cause = board.reset_cause()
+        self.device_id = cfg["device_id"] or "alb-" + board.unique_id()
+        info = board.info
+        sht = Sht4x(board.i2c(), info.get("sht4x_addr", 0x44))
+        battery = Battery(board.battery_adc(), board.battery_divider)
+        self.sensors = Sensors(
+            sht,
+            battery,
+            precision=cfg["sht4x_precision"],
+            temperature_offset_c=cfg["temperature_offset_c"],
+        )
+        self.seq = SequenceCounter()
+        self.queue = RecordQueue()
+        self.uplink = Uplink(board.open_stream, cfg, self.device_id, self.queue, self.status)
+        self.started_ms = ticks_ms()
+        self._failed = asyncio.Event()
+        self._failure = None
+
+    def status(self):
+        return {
+            "fw": VERSION,
+            "board": self.board.name,
+            "reset_cause": self.reset_cause,
+            "uptime_s": ticks_diff(ticks_ms(), self.started_ms) // 1000,
+            "config_error": self.cfg.load_error,
+            "sensors": self.sensors.counters(),
+            "queue": {"pending": len(self.queue), "dropped": self.queue.dropped},
+            "next_seq": self.seq.peek,
+            "log": {"warnings": log.counts[log.WARNING], "errors": log.counts[log.ERROR]},
+        }
+
+    async def sample_loop(self):
+        interval_ms = self.cfg["interval_s"] * 1000
+        next_at = ticks_ms()
+        while True:
+            sample = await self.sensors.sample()
+            rec = make_record(self.device_id, self.seq.next(), unix_time(), sample)
+            self.queue.put(rec)
+            if sample.get("sensor_error"):
+                self.uplink.status_changed()  # counters moved: report them
+            log.i(_TAG, "seq %d T=%s RH=%s bat=%s%s" % (
+                rec["seq"], rec["temperature"], rec["humidity"], rec["battery"],
+                " error=" + sample["sensor_error"] if sample.get("sensor_error") else ""))
+            next_at += interval_ms
+            delay = ticks_diff(next_at, ticks_ms())
+            if delay < 0:  # fell behind (slow bus, long GC): don't burst to catch up
+                next_at = ticks_ms()
+                delay = 0
+            await sleep_ms(delay)
+
+    async def health_loop(self):
+        await sleep_ms(HEALTHY_AFTER_MS)
+        clear_crash_count()
+
+    async def _guard(self, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._failure = e
+            self._failed.set()
+
+    async def run(self):
+        log.i(_TAG, "albatross %s on %s as %s, reset cause %s" % (
+            VERSION, self.board.name, self.device_id, self.reset_cause))
+        for coro in (self.sample_loop(), self.uplink.run(), self.health_loop()):
+            asyncio.create_task(self._guard(coro))
+        await self._failed.wait()
+        raise self._failure
+
+
+def load_board():
+    import board  # board.py of the board this filesystem was built for
+
+    return board.create()
+
+
+def _read_crash_count():
+    try:
+        with open(CRASH_COUNT_PATH) as f:
+            return int(json.load(f)["count"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _write_crash_count(n):
+    tmp = CRASH_COUNT_PATH + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"count": n}, f)
+    os.rename(tmp, CRASH_COUNT_PATH)
+
+
+def clear_crash_count():
+    if _read_crash_count():
+        _write_crash_count(0)
+
+
+def safe_mode(board):
+    """True when the last SAFE_MODE_AFTER boots all ended in a crash or watchdog reset: then
+    main.py leaves the REPL to the technician instead of crashing again."""
+    if board.reset_cause() != "watchdog":
+        clear_crash_count()
+        return False
+    n = _read_crash_count() + 1
+    _write_crash_count(n)
+    return n >= SAFE_MODE_AFTER
+
+
+def run():
+    board = load_board()
+    cfg = Config.load(CONFIG_PATH)
+    log.set_level(cfg["log_level"])
+    if safe_mode(board):
+        log.e(_TAG, "safe mode: %d crash reboots in a row; app not started. "
+                    "Fix it, then machine.reset()" % SAFE_MODE_AFTER)
+        return
+    asyncio.run(Tracker(board, cfg).run())

@@ -1,0 +1,111 @@
+# The MQTT session supervisor: owns reconnects, backoff and what is said on connect. The
+# MQTT client itself keeps no retry loops (STYLE.md, rule 7): it raises, and this decides.
+import json
+import random
+
+from tracker import log
+from tracker.aio import asyncio, sleep_ms, wait_for_ms
+from tracker.mqtt import MqttClient, MqttError
+from tracker.records import encode
+
+_TAG = "uplink"
+BACKOFF_FIRST_MS = 1000
+BACKOFF_MAX_MS = 60000
+OPEN_TIMEOUT_MS = 15000
+
+
+class Uplink:
+    def __init__(self, open_stream, cfg, device_id, queue, status):
+        """open_stream(host, port) -> awaitable stream; status() -> dict for the status topic."""
+        self._open_stream = open_stream
+        self._cfg = cfg
+        self.device_id = device_id
+        self._queue = queue
+        self._status = status
+        self.topic_telemetry = "albatross/%s/telemetry" % device_id
+        self.topic_status = "albatross/%s/status" % device_id
+        self.counters = {"connects": 0, "connect_failures": 0, "link_losses": 0, "sent": 0}
+        self.last_error = None
+        self.connected = False
+        self._status_dirty = False
+
+    def status_changed(self):
+        """Ask for a fresh retained status message at the next chance."""
+        self._status_dirty = True
+        self._queue.wake()
+
+    async def run(self):
+        backoff = BACKOFF_FIRST_MS
+        while True:
+            try:
+                await self._session()
+                backoff = BACKOFF_FIRST_MS
+            except (MqttError, OSError, asyncio.TimeoutError) as e:
+                self.last_error = "%s: %s" % (type(e).__name__, e)
+                log.w(_TAG, self.last_error)
+            self.connected = False
+            # Jitter spreads a fleet's reconnects after a broker or network outage.
+            delay = backoff // 2 + random.getrandbits(16) % (backoff // 2 + 1)
+            log.i(_TAG, "reconnecting in %d ms" % delay)
+            await sleep_ms(delay)
+            backoff = min(backoff * 2, BACKOFF_MAX_MS)
+
+    def _client(self):
+        cfg = self._cfg
+        offline = json.dumps({"state": "offline", "device_id": self.device_id})
+        return MqttClient(
+            self.device_id,
+            keepalive_s=cfg["mqtt_keepalive_s"],
+            username=cfg["mqtt_user"] or None,
+            password=cfg["mqtt_password"] or None,
+            clean_session=True,
+            will=(self.topic_status, offline.encode(), 1, True),
+        )
+
+    async def _session(self):
+        host, port = self._cfg["broker_host"], self._cfg["broker_port"]
+        client = self._client()
+        try:
+            stream = await wait_for_ms(self._open_stream(host, port), OPEN_TIMEOUT_MS)
+            await client.connect(stream)
+        except BaseException:
+            self.counters["connect_failures"] += 1
+            await client.disconnect()
+            raise
+        self.counters["connects"] += 1
+        self.connected = True
+        self.last_error = None
+        log.i(_TAG, "connected to %s:%d" % (host, port))
+        waker = asyncio.create_task(self._wake_on_death(client))
+        try:
+            self._status_dirty = True
+            while True:
+                if client.dead:
+                    self.counters["link_losses"] += 1
+                    raise MqttError("link lost: %s" % client.dead_reason)
+                if self._status_dirty:
+                    self._status_dirty = False
+                    await self._publish_status(client)
+                rec = self._queue.peek()
+                if rec is None:
+                    await self._queue.wait()
+                    continue
+                await client.publish(self.topic_telemetry, encode(rec), qos=1)
+                # Only a PUBACK releases a record (SEND OK or a written socket proves nothing).
+                if self._queue.peek() is rec:
+                    self._queue.pop()
+                self.counters["sent"] += 1
+        finally:
+            waker.cancel()
+            await client.disconnect()
+
+    async def _wake_on_death(self, client):
+        await client.wait_dead()
+        self._queue.wake()
+
+    async def _publish_status(self, client):
+        body = {"state": "online", "device_id": self.device_id}
+        body.update(self._status())
+        body["uplink"] = self.counters
+        body["mqtt"] = client.counters
+        await client.publish(self.topic_status, json.dumps(body), qos=1, retain=True)

@@ -1,0 +1,102 @@
+"""HIL suite plugin: targets, a real broker, virtual boards, and an MQTT watcher.
+
+Targets: `--target vboard` (default: virtual boards with full fault injection) or
+`--target serial` (a board reached only through its serial port and the broker). Tests that
+need the bench (fault injection, setting sensor values) are marked `bench` and are skipped on
+targets that can't inject.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil_tests.mqtt_watch import MqttWatch
+from host_tools.broker import Broker, start_broker
+from host_tools.vboard.runner import VirtualBoard
+
+_ids = itertools.count(1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--target", default="vboard", choices=("vboard", "serial"),
+                     help="what the HIL tests run against")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bench: needs a bench that can inject faults/set values")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--target") == "vboard":
+        return
+    skip = pytest.mark.skip(reason="needs a vboard bench (fault injection, sensor control)")
+    for item in items:
+        if "bench" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = os.environ.get("ALBATROSS_TEST_LOGS")
+    if root:
+        path = Path(root)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("hil-logs")
+
+
+@pytest.fixture(scope="session")
+def broker(log_root: Path) -> Iterator[Broker]:
+    with start_broker(log_dir=log_root / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def mqtt(broker: Broker) -> Iterator[MqttWatch]:
+    watch = MqttWatch(broker.url)
+    yield watch
+    watch.close()
+
+
+class VboardFactory:
+    def __init__(self, broker: Broker, log_root: Path, test_name: str) -> None:
+        self.broker = broker
+        self.log_root = log_root
+        self.test_name = test_name
+        self.boards: list[VirtualBoard] = []
+
+    def __call__(self, *, interval: int = 1, **kwargs: object) -> VirtualBoard:
+        n = next(_ids)
+        device_id = str(kwargs.pop("device_id", f"hil-{n}"))
+        config = {"broker_host": self.broker.host, "broker_port": self.broker.port,
+                  "device_id": device_id, "interval_s": interval}
+        config.update(kwargs.pop("config", {}))  # type: ignore[arg-type]
+        workdir = self.log_root / f"{self.test_name}-{device_id}"
+        vb = VirtualBoard(name=device_id, workdir=workdir, config=config, **kwargs)  # type: ignore[arg-type]
+        vb.device_id = device_id  # type: ignore[attr-defined]
+        vb.start()
+        self.boards.append(vb)
+        return vb
+
+    def stop_all(self) -> None:
+        for vb in self.boards:
+            vb.stop()
+
+
+def logs_of(vb: VirtualBoard) -> str:
+    """The files to read when a vboard test fails."""
+    return ", ".join(str(vb.workdir / n) for n in ("console.log", "vboard.log", "i2c.log"))
+
+
+@pytest.fixture
+def vboard(broker: Broker, log_root: Path, request: pytest.FixtureRequest) -> Iterator[VboardFactory]:
+    if request.config.getoption("--target") != "vboard":
+        pytest.skip("this test starts its own virtual boards")
+    factory = VboardFactory(broker, log_root, request.node.name)
+    yield factory
+    factory.stop_all()

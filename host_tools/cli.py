@@ -1,0 +1,172 @@
+"""`albatross`: the command table. Each command parses its arguments and calls library code;
+expected failures print one line on stderr and exit non-zero (2), tracebacks are for bugs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from host_tools.errors import EXPECTED_ERRORS
+
+
+def _vboard_args(p: argparse.ArgumentParser) -> None:
+    from host_tools.vboard.supervisor import DEFAULT_HEAP
+
+    p.add_argument("--broker", help="mqtt://HOST:PORT the firmware reports to")
+    p.add_argument("--device-id", help="device id (default: derived from the board's uid)")
+    p.add_argument("--interval", type=int, help="sampling/report interval in seconds")
+    p.add_argument("--temperature", type=float, help="initial simulated temperature, °C")
+    p.add_argument("--humidity", type=float, help="initial simulated humidity, %%RH")
+    p.add_argument("--battery", type=float, help="initial simulated battery voltage, V")
+    p.add_argument(
+        "--heap",
+        default=str(DEFAULT_HEAP),
+        help=f"MicroPython heap, e.g. 160k (default {DEFAULT_HEAP // 1024}k)",
+    )
+    p.add_argument("--image", type=Path, help="flash image to boot and keep (created if missing)")
+    p.add_argument("--refresh-firmware", action="store_true",
+                   help="with --image: replace firmware files in it, keeping config and data")
+    p.add_argument("--board", default="unix_sim", help="board folder under boards/")
+    p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
+    p.add_argument("--workdir", type=Path, help="where logs and sockets go")
+
+
+def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None):
+    from host_tools.vboard.runner import VirtualBoard, config_overrides
+    from host_tools.vboard.supervisor import parse_size
+
+    config = config_overrides(
+        broker=args.broker, device_id=args.device_id, interval=args.interval
+    )
+    return VirtualBoard(
+        name=args.name or args.device_id or "vboard",
+        workdir=args.workdir,
+        image=args.image,
+        board=args.board,
+        config=config,
+        heap=parse_size(args.heap),
+        refresh_firmware=args.refresh_firmware,
+        temperature=args.temperature,
+        humidity=args.humidity,
+        battery=args.battery,
+        echo=echo,
+    )
+
+
+def _wait_for_stop(seconds: float | None) -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait(seconds)
+
+
+def cmd_vboard(args: argparse.Namespace) -> int:
+    def echo(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    vb = _make_vboard(args, None if args.quiet else echo)
+    vb.start()
+    print(f"vboard: console {vb.console_path}", file=sys.stderr, flush=True)
+    print(f"vboard: bench   {vb.workdir} (albatross bench {vb.name} ...)", file=sys.stderr)
+    print(f"vboard: image   {vb.image}", file=sys.stderr, flush=True)
+    try:
+        _wait_for_stop(args.seconds)
+    finally:
+        vb.stop()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from host_tools.vboard.bench import BenchClient
+    from host_tools.vboard.runner import default_workdir
+
+    target = args.workdir or default_workdir(args.name)
+    client = BenchClient(target)
+    op, rest = args.op, args.args
+    if op == "set":
+        values = {}
+        for item in rest:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected KEY=VALUE, got {item!r}")
+            values[key] = float(value)
+        result = client.set(**values)
+    elif op == "fault":
+        if not rest:
+            raise ValueError("usage: albatross bench NAME fault FAULT [on|off] [count=N]")
+        on = not (len(rest) > 1 and rest[1] in ("off", "0", "false"))
+        params = dict(p.split("=", 1) for p in rest[2:] if "=" in p)
+        result = client.fault(rest[0], on, **{k: int(v) for k, v in params.items()})
+    elif op in ("status", "snapshot"):
+        result = client.call(op)
+    elif op == "reset":
+        result = client.call("reset", kind=rest[0] if rest else "hard")
+    elif op == "power-cut":
+        result = client.call("power_cut", off_s=float(rest[0]) if rest else 0.2)
+    else:
+        raise ValueError(f"unknown bench operation {op!r}")
+    print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from host_tools.demo import run_demo
+
+    return run_demo(seconds=args.seconds, interval=args.interval, heap=args.heap)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from host_tools.monitor import monitor
+
+    return monitor(args.broker, seconds=args.seconds, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("vboard", help="run a virtual board in the foreground")
+    _vboard_args(p)
+    p.add_argument("--quiet", action="store_true", help="don't echo the console here")
+    p.add_argument("--seconds", type=float, help="stop after this long")
+    p.set_defaults(func=cmd_vboard)
+
+    p = sub.add_parser("bench", help="control a running virtual board's bench")
+    p.add_argument("name", help="the vboard's --name (or device id)")
+    p.add_argument("op", help="set | fault | status | snapshot | reset | power-cut")
+    p.add_argument("args", nargs="*", help="e.g. temperature=21.5 | i2c_crc on count=3")
+    p.add_argument("--workdir", type=Path, help="the vboard's --workdir, if it set one")
+    p.add_argument("--json", action="store_true", help="one-line JSON output")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="broker + a virtual tracker, telemetry shown live")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    p.add_argument("--interval", type=int, default=2, help="report interval, s")
+    p.add_argument("--heap", default=None, help="MicroPython heap for the vboard")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("monitor", help="print telemetry and status from a broker")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--seconds", type=float)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_monitor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as e:
+        print(f"albatross: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""`make demo`: a real broker, one virtual tracker, and its telemetry shown live."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from host_tools.broker import start_broker
+from host_tools.monitor import format_message, subscribe
+from host_tools.vboard.runner import VirtualBoard
+from host_tools.vboard.supervisor import DEFAULT_HEAP, parse_size
+
+
+def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = None) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with start_broker() as broker:
+        print(f"demo: {broker.kind} broker at {broker.url}", flush=True)
+        client = subscribe(broker.url, lambda t, p: print(format_message(t, p), flush=True))
+        vb = VirtualBoard(
+            name="demo-tracker",
+            config={"broker_host": broker.host, "broker_port": broker.port,
+                    "device_id": "demo-tracker", "interval_s": interval},
+            heap=parse_size(heap) if heap else DEFAULT_HEAP,
+            temperature=4.0,
+            humidity=55.0,
+        )
+        vb.start()
+        print(f"demo: virtual tracker console at {vb.console_path} "
+              f"(try: mpremote connect {vb.console_path} repl)", flush=True)
+        print(f"demo: change it live from another terminal, e.g. "
+              f"`.venv/bin/albatross bench demo-tracker set temperature=-18`", flush=True)
+        print("demo: Ctrl-C to stop", flush=True)
+        started = time.monotonic()
+        try:
+            while not stop.wait(0.2):
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    break
+        finally:
+            vb.stop()
+            client.loop_stop()
+            client.disconnect()
+    print("demo: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(seconds=float(sys.argv[1]) if len(sys.argv) > 1 else None))

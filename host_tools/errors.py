@@ -1,0 +1,15 @@
+"""Errors that are the user's or the environment's, not bugs: the CLI prints them as one line."""
+
+from __future__ import annotations
+
+
+def _collect() -> tuple[type[BaseException], ...]:
+    from host_tools.broker import BrokerError
+    from host_tools.image import ImageError
+    from host_tools.vboard.bench import BenchError
+    from host_tools.vboard.supervisor import VboardError
+
+    return (BrokerError, ImageError, BenchError, VboardError, ValueError, OSError)
+
+
+EXPECTED_ERRORS = _collect()

@@ -1,0 +1,139 @@
+"""One virtual board, assembled: flash image + bench (simulated peripherals) + supervisor.
+
+`VirtualBoard` is what `albatross vboard`, the demo and the HIL suite all start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from host_tools import image as img
+from host_tools.broker import connect_url
+from host_tools.vboard.bench import Bench
+from host_tools.vboard.supervisor import DEFAULT_HEAP, Supervisor, VboardError
+
+DEFAULT_BOARD = "unix_sim"
+
+
+def default_workdir(name: str) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / "albatross-vboards" / name
+
+
+def config_overrides(
+    *, broker: str | None, device_id: str | None, interval: int | None
+) -> dict:
+    values: dict = {}
+    if broker:
+        host, port = connect_url(broker)
+        values.update(broker_host=host, broker_port=port)
+    if device_id:
+        values["device_id"] = device_id
+    if interval is not None:
+        values["interval_s"] = interval
+    return values
+
+
+def validate_config(values: dict) -> None:
+    """Check CLI-given values against the firmware's own schema (the single source of truth)."""
+    from host_tools.fwconfig import firmware_config
+
+    config = firmware_config()
+    cfg = config.Config()
+    try:
+        cfg.update(values)
+    except config.ConfigError as e:
+        raise VboardError(str(e)) from None
+
+
+class VirtualBoard:
+    def __init__(
+        self,
+        *,
+        name: str = "vboard",
+        workdir: Path | None = None,
+        image: Path | None = None,
+        board: str = DEFAULT_BOARD,
+        config: dict | None = None,
+        heap: int = DEFAULT_HEAP,
+        refresh_firmware: bool = False,
+        temperature: float | None = None,
+        humidity: float | None = None,
+        battery: float | None = None,
+        crash_reboot_ms: int = 2000,
+        echo: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.workdir = Path(workdir) if workdir else default_workdir(name)
+        self.keep_image = image is not None
+        self.image = Path(image) if image else self.workdir / "flash.img"
+        self.board = board
+        self.config = dict(config or {})
+        validate_config(self.config)
+        self.heap = heap
+        self.refresh_firmware = refresh_firmware
+        self.initial = dict(temperature=temperature, humidity=humidity, battery=battery)
+        self.crash_reboot_ms = crash_reboot_ms
+        self.echo = echo
+        self.bench: Bench | None = None
+        self.supervisor: Supervisor | None = None
+
+    def prepare_image(self) -> None:
+        if self.keep_image and self.image.exists():
+            if self.refresh_firmware:
+                img.refresh_firmware(self.image, board=self.board)
+            if self.config:
+                img.merge_config(self.image, self.config)
+        else:
+            img.build_image(self.image, board=self.board, config=self.config)
+
+    def start(self) -> VirtualBoard:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prepare_image()
+        board_info = img.board_info(self.board)
+        self.bench = Bench(self.workdir, board_info=board_info)
+        if self.initial["temperature"] is not None:
+            self.bench.set_temperature(self.initial["temperature"])
+        if self.initial["humidity"] is not None:
+            self.bench.set_humidity(self.initial["humidity"])
+        if self.initial["battery"] is not None:
+            self.bench.set_battery(self.initial["battery"])
+        self.bench.start()
+        self.supervisor = Supervisor(
+            self.image,
+            self.workdir,
+            heap=self.heap,
+            env={"ALBATROSS_BENCH": str(self.bench.socket_path)},
+            crash_reboot_ms=self.crash_reboot_ms,
+            echo=self.echo,
+        )
+        sv = self.supervisor
+        self.bench.add_control("status", lambda **_: sv.status())
+        self.bench.add_control("reset", lambda kind="hard", **_: sv.reset(kind) or {})
+        self.bench.add_control(
+            "power_cut", lambda off_s=0.2, **_: sv.power_cut(float(off_s)) or {}
+        )
+        self.bench.add_control("power", lambda on=True, **_: (
+            sv.power_on() if on else sv.power_off()) or {})
+        sv.start()
+        return self
+
+    def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
+        if self.bench:
+            self.bench.stop()
+
+    @property
+    def console_path(self) -> str:
+        assert self.supervisor is not None
+        return self.supervisor.console_path
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

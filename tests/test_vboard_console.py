@@ -1,0 +1,146 @@
+"""The virtual board behaves like a USB-attached MicroPython board on its console: real
+mpremote (subprocess, default soft reset) and pyserial drive it; resets, crashes and the heap
+limit behave as on an ESP32."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from host_tools import image as img
+from host_tools.vboard.runner import VirtualBoard
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+LOOP_MAIN = b"""
+import time, machine
+print("main: cause", machine.reset_cause())
+n = 0
+while True:
+    n += 1
+    time.sleep_ms(100)
+"""
+
+
+def _board(tmp_path: Path, main: bytes, **kw: object) -> VirtualBoard:
+    image = img.build_image(tmp_path / "flash.img", board="unix_sim",
+                            extra=[("main.py", main)])
+    return VirtualBoard(name="t", workdir=tmp_path / "work", image=image, **kw)
+
+
+def _console(vb: VirtualBoard) -> str:
+    return (vb.workdir / "console.log").read_bytes().decode(errors="replace")
+
+
+def _wait_console(vb: VirtualBoard, text: str, timeout: float = 10.0, count: int = 1) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = _console(vb)
+        if out.count(text) >= count:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} x{count} not on the console; see {vb.workdir}/console.log")
+
+
+def _mpremote(vb: VirtualBoard, *args: str) -> str:
+    result = subprocess.run(
+        [MPREMOTE, "connect", vb.console_path, *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, (
+        f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; "
+        f"see {vb.workdir}/console.log"
+    )
+    return result.stdout
+
+
+def test_mpremote_exec_ls_cp_and_reset_run_new_main(tmp_path: Path) -> None:
+    with _board(tmp_path, LOOP_MAIN) as vb:
+        _wait_console(vb, "main: cause 1")
+        # exec interrupts the running main.py (Ctrl-C), soft-resets in the raw REPL, runs.
+        assert _mpremote(vb, "exec", "print('sum', 40 + 2)").strip() == "sum 42"
+        listing = _mpremote(vb, "fs", "ls")
+        assert "main.py" in listing and "board.py" in listing
+        new_main = tmp_path / "main.py"
+        new_main.write_text('print("main: the new one")\n')
+        _mpremote(vb, "fs", "cp", str(new_main), ":main.py")
+        assert _mpremote(vb, "fs", "cat", ":main.py").strip() == 'print("main: the new one")'
+        _mpremote(vb, "reset")
+        _wait_console(vb, "main: the new one")
+    # What was written through the console is on the flash image, for the next boot.
+    assert img.read_file(tmp_path / "flash.img", "main.py") == b'print("main: the new one")\n'
+
+
+def test_ctrl_c_gives_repl_and_ctrl_d_soft_resets_into_main(tmp_path: Path) -> None:
+    with _board(tmp_path, LOOP_MAIN) as vb:
+        _wait_console(vb, "main: cause 1")
+        with serial.serial_for_url(vb.console_path, baudrate=115200, timeout=5) as port:
+            port.write(b"\x03")
+            banner = port.read_until(b">>> ")
+            assert b"KeyboardInterrupt" in banner and banner.endswith(b">>> ")
+            port.write(b"6 * 7\r")
+            assert b"42" in port.read_until(b">>> ")
+            port.write(b"\x04")  # Ctrl-D: soft reset, then boot.py and main.py run again
+            assert b"soft reboot" in port.read_until(b"soft reboot\r\n")
+        out = _wait_console(vb, "main: cause 5")  # SOFT_RESET
+        assert out.count("main: cause") == 2
+
+
+def test_uncaught_exception_prints_and_reboots_like_a_watchdog(tmp_path: Path) -> None:
+    main = b'import machine\nprint("main: cause", machine.reset_cause())\nraise ValueError("boom")\n'
+    with _board(tmp_path, main, crash_reboot_ms=300) as vb:
+        out = _wait_console(vb, "main: cause 3")  # WDT_RESET after the crash
+        assert "ValueError: boom" in out
+        assert 'File "main.py", line 3' in out
+        assert vb.supervisor.status()["resets"].get("watchdog", 0) >= 1
+
+
+def test_machine_reset_and_files_persist_across_vboard_restarts(tmp_path: Path) -> None:
+    main = b"""
+import machine
+try:
+    n = int(open("boots.txt").read())
+except OSError:
+    n = 0
+open("boots.txt", "w").write(str(n + 1))
+print("main: boot", n + 1, "cause", machine.reset_cause())
+if n + 1 < 3:
+    machine.reset()
+"""
+    with _board(tmp_path, main) as vb:
+        _wait_console(vb, "main: boot 3 cause 2")
+    # A new vboard process on the same image sees what the firmware wrote.
+    with VirtualBoard(name="t", workdir=tmp_path / "work2", image=tmp_path / "flash.img") as vb:
+        _wait_console(vb, "main: boot 4 cause 1")
+
+
+def test_heap_limit_is_enforced(tmp_path: Path) -> None:
+    main = b"""
+import gc
+gc.collect()
+print("main: free", gc.mem_free())
+try:
+    blob = bytearray(200 * 1024)
+    print("main: allocated")
+except MemoryError:
+    print("main: MemoryError")
+"""
+    with _board(tmp_path, main, heap=96 * 1024) as vb:
+        out = _wait_console(vb, "main: MemoryError")
+        free = int(out.split("main: free")[1].split()[0])
+        assert free < 96 * 1024
+
+
+@pytest.mark.parametrize("heap", ["abc", "-5"])
+def test_bad_heap_option_is_one_clear_error(heap: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("albatross")), "vboard", "--heap", heap,
+         "--seconds", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("albatross: bad size")
+    assert "Traceback" not in result.stderr

@@ -27,9 +27,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="what the HIL tests run against")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "bench: needs a bench that can inject faults/set values")
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--target") == "vboard":
@@ -94,7 +91,9 @@ def logs_of(vb: VirtualBoard) -> str:
 
 
 @pytest.fixture
-def vboard(broker: Broker, log_root: Path, request: pytest.FixtureRequest) -> Iterator[VboardFactory]:
+def vboard(
+    broker: Broker, log_root: Path, request: pytest.FixtureRequest
+) -> Iterator[VboardFactory]:
     if request.config.getoption("--target") != "vboard":
         pytest.skip("this test starts its own virtual boards")
     factory = VboardFactory(broker, log_root, request.node.name)

@@ -92,7 +92,11 @@ def test_ctrl_c_gives_repl_and_ctrl_d_soft_resets_into_main(tmp_path: Path) -> N
 
 
 def test_uncaught_exception_prints_and_reboots_like_a_watchdog(tmp_path: Path) -> None:
-    main = b'import machine\nprint("main: cause", machine.reset_cause())\nraise ValueError("boom")\n'
+    main = (
+        b"import machine\n"
+        b'print("main: cause", machine.reset_cause())\n'
+        b'raise ValueError("boom")\n'
+    )
     with _board(tmp_path, main, crash_reboot_ms=300) as vb:
         out = _wait_console(vb, "main: cause 3")  # WDT_RESET after the crash
         assert "ValueError: boom" in out

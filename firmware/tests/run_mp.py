@@ -1,6 +1,8 @@
 # Runs every firmware/tests/test_*.py under the MicroPython Unix port:
-#   micropython firmware/tests/run_mp.py [name-filter]
+#   micropython firmware/tests/run_mp.py [module-name-filter]
+# Each test module is unloaded after it ran, so the suite fits the device-sized heap.
 # Prints one line per failure and a closing "N passed, N failed" line; exit 1 on failure.
+import gc
 import os
 import sys
 
@@ -12,10 +14,13 @@ sys.path.insert(0, HERE + "/..")
 def main():
     pattern = sys.argv[1] if len(sys.argv) > 1 else ""
     passed = failed = 0
+    before = set(sys.modules)
     for name in sorted(os.listdir(HERE)):
         if not (name.startswith("test_") and name.endswith(".py")):
             continue
         modname = name[:-3]
+        if pattern not in modname:
+            continue
         try:
             mod = __import__(modname)
         except Exception as e:
@@ -24,7 +29,7 @@ def main():
             failed += 1
             continue
         for attr in sorted(dir(mod)):
-            if not attr.startswith("test_") or pattern not in modname + "." + attr:
+            if not attr.startswith("test_"):
                 continue
             fn = getattr(mod, attr)
             if not callable(fn):
@@ -36,6 +41,12 @@ def main():
                 failed += 1
                 print("FAIL %s.%s: %s: %s" % (modname, attr, type(e).__name__, e))
                 sys.print_exception(e)
+        # Forget the module (and what it imported for itself) before the next one.
+        for loaded in list(sys.modules):
+            if loaded not in before:
+                del sys.modules[loaded]
+        mod = fn = None
+        gc.collect()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
 

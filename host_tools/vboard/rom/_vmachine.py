@@ -6,8 +6,8 @@ import os
 import sys
 import time
 
-import machine as _unix_machine  # the Unix port's built-in module, re-exported below
 import _vctl
+import machine as _unix_machine  # the Unix port's built-in module, re-exported below
 
 PWRON_RESET = 1
 HARD_RESET = 2

@@ -171,8 +171,7 @@ def _paste_mode(g):
         buf.append(c)
         if c == 13:
             write("\r\n=== ")
-        elif c >= 32:
-            if c < 128:
+        elif 32 <= c < 128:
             _out.write(chr(c))
 
 

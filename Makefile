@@ -1,0 +1,67 @@
+# Albatross developer entry points. `make demo` and `make test` set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+BROKER_STAMP := $(VENV)/.broker-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-quick lint bench clean
+
+help:
+	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
+	@echo "make demo        a virtual tracker reports to a local MQTT broker (DEMO_S=seconds)"
+	@echo "make test        the whole test suite"
+	@echo "make test-quick  the test suite without the slow HIL scenarios"
+	@echo "make lint        ruff check + ruff format --check"
+	@echo "make bench       albatross benchmark"
+	@echo "make clean       remove $(VENV) and caches"
+
+setup: $(STAMP) $(BROKER_STAMP)
+
+# Re-run pip only when pyproject.toml changes, so repeated `make test` starts at once.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: albatross needs Python >= 3.11; '$(PYTHON)' is $$(command -v $(PYTHON) >/dev/null && $(PYTHON) -V 2>&1 || echo "not found") (make PYTHON=python3.11 ...)" >&2; \
+	  exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: could not create $(VENV); on Debian/Ubuntu: apt-get install python3-venv" >&2; \
+	  rm -rf $(VENV); exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# A local MQTT broker: mosquitto if it can be had, otherwise the pip-installed amqtt is used.
+# Tried once per venv; never prompts and never fails the build.
+$(BROKER_STAMP): | $(STAMP)
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing mosquitto with apt-get (optional: amqtt is the fallback)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq mosquitto </dev/null >/dev/null 2>&1 || \
+	    { apt-get update -qq </dev/null >/dev/null 2>&1 && \
+	      apt-get install -y -qq mosquitto </dev/null >/dev/null 2>&1; }; } || \
+	  echo "note: mosquitto could not be installed; tests and demo use amqtt"; \
+	else \
+	  echo "note: mosquitto not found (apt-get install mosquitto); tests and demo use amqtt"; \
+	fi
+	@touch $@
+
+demo: setup
+	$(BIN)/albatross demo $(if $(DEMO_S),--seconds $(DEMO_S))
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-quick: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/albatross benchmark
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,139 @@
+"""Property tests for the firmware config schema and persistence (CPython only)."""
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
+
+from tracker import config, log  # noqa: E402
+from tracker.config import SCHEMA, Config, ConfigError  # noqa: E402
+
+log.echo = False
+KEYS = [k.name for k in SCHEMA]
+DOC = {d["key"]: d for d in config.schema_doc()}
+
+# tmp_path is reused across hypothesis examples on purpose: each example overwrites the file.
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def valid_value(doc: dict) -> st.SearchStrategy:
+    """Values the schema allows, built from the published doc rather than the parser."""
+    if doc["enum"]:
+        return st.sampled_from(doc["enum"])
+    if doc["type"] == "int":
+        return st.integers(doc["min"], doc["max"])
+    if doc["type"] == "float":
+        return st.floats(doc["min"], doc["max"], allow_nan=False, allow_infinity=False)
+    if doc["type"] == "bool":
+        return st.booleans()
+    alphabet = st.from_regex(re.compile(f"[{doc['chars']}]"), fullmatch=True)
+    return st.lists(alphabet, min_size=doc["min_len"], max_size=doc["max_len"]).map("".join)
+
+
+def assert_allowed(name: str, value: object) -> None:
+    """Check a stored value against the published schema doc, independently of config.py."""
+    doc = DOC[name]
+    kind = {"str": str, "int": int, "float": float, "bool": bool}[doc["type"]]
+    assert type(value) is kind, (name, value)
+    if doc["enum"]:
+        assert value in doc["enum"]
+    elif kind is str:
+        assert doc["min_len"] <= len(value) <= doc["max_len"]
+        assert re.fullmatch(f"[{doc['chars']}]*", value), (name, value)
+    elif kind in (int, float):
+        assert math.isfinite(value)
+        assert doc["min"] <= value <= doc["max"], (name, value)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=600))
+def test_any_bytes_as_config_file_load_without_raising(tmp_path, data):
+    path = tmp_path / "config.json"
+    path.write_bytes(data)
+    cfg = Config.load(str(path))
+    for name in KEYS:
+        assert_allowed(name, cfg[name])
+
+
+@SETTINGS
+@given(
+    values=st.dictionaries(
+        st.sampled_from(KEYS + ["unknown", "x"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=40),
+            st.lists(st.integers(), max_size=3),
+        ),
+    )
+)
+def test_any_json_object_loads_to_allowed_values(tmp_path, values):
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    cfg = Config.load(str(path))
+    assert cfg.load_error is None
+    for name in KEYS:
+        assert_allowed(name, cfg[name])
+
+
+@SETTINGS
+@given(values=st.fixed_dictionaries({d["key"]: valid_value(d) for d in DOC.values()}))
+def test_valid_values_round_trip_through_save_and_load(tmp_path, values):
+    path = str(tmp_path / "config.json")
+    cfg = Config()
+    cfg.update(values)
+    cfg.save(path)
+    back = Config.load(path)
+    assert back.load_error is None and back.load_warnings == []
+    assert back.to_dict(secrets=True) == values
+
+
+@SETTINGS
+@given(name=st.sampled_from(KEYS), text=st.text(max_size=50))
+def test_set_from_any_string_gives_allowed_value_or_config_error(name, text):
+    cfg = Config()
+    try:
+        stored = cfg.set(name, text)
+    except ConfigError as err:
+        assert err.key == name
+        assert str(err).startswith(name + ": ")
+        assert cfg[name] == DOC[name]["default"]  # a rejected set changes nothing
+        return
+    assert stored == cfg[name]
+    assert_allowed(name, stored)
+
+
+@SETTINGS
+@given(
+    name=st.sampled_from(KEYS),
+    # What a technician types: ASCII digits, optional sign, fraction, exponent and spaces.
+    text=st.from_regex(
+        r" ?[-+]?([0-9]{1,6}(\.[0-9]{0,4})?|\.[0-9]{1,4})([eE][-+]?[0-9]{1,3})? ?", fullmatch=True
+    ),
+)
+def test_numeric_strings_parse_like_python_numbers(name, text):
+    doc = DOC[name]
+    if doc["type"] not in ("int", "float"):
+        return
+    number = float(text)
+    fits = math.isfinite(number) and doc["min"] <= number <= doc["max"]
+    if doc["type"] == "int":
+        fits = fits and number == int(number)
+    cfg = Config()
+    if fits:
+        assert cfg.set(name, text) == number
+    else:
+        with pytest.raises(ConfigError):
+            cfg.set(name, text)

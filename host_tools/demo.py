@@ -31,8 +31,8 @@ def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = Non
         vb.start()
         print(f"demo: virtual tracker console at {vb.console_path} "
               f"(try: mpremote connect {vb.console_path} repl)", flush=True)
-        print(f"demo: change it live from another terminal, e.g. "
-              f"`.venv/bin/albatross bench demo-tracker set temperature=-18`", flush=True)
+        print("demo: change it live from another terminal, e.g. "
+              "`.venv/bin/albatross bench demo-tracker set temperature=-18`", flush=True)
         print("demo: Ctrl-C to stop", flush=True)
         started = time.monotonic()
         try:

@@ -81,8 +81,8 @@ def _write(fs: LittleFS, device_path: str, data: bytes) -> None:
         d = "/".join(parts[:i])
         try:
             fs.mkdir(d)
-        except LittleFSError:
-            pass  # already there
+        except FileExistsError:
+            pass
     with fs.open(device_path, "wb") as f:
         f.write(data)
 

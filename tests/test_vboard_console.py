@@ -111,7 +111,8 @@ try:
     n = int(open("boots.txt").read())
 except OSError:
     n = 0
-open("boots.txt", "w").write(str(n + 1))
+with open("boots.txt", "w") as f:  # closed = committed to littlefs, as on an ESP32
+    f.write(str(n + 1))
 print("main: boot", n + 1, "cause", machine.reset_cause())
 if n + 1 < 3:
     machine.reset()

@@ -2,10 +2,7 @@
 # Feature detection only (never sys.platform), so the same files run on both.
 import time
 
-try:
-    import asyncio
-except ImportError:  # very old MicroPython builds
-    import uasyncio as asyncio  # noqa: F401
+import asyncio
 
 try:
     from micropython import const  # noqa: F401

@@ -8,8 +8,8 @@ from tracker import VERSION, log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
 from tracker.config import Config
 from tracker.records import RecordQueue, make_record
-from tracker.seqno import SequenceCounter
 from tracker.sensors import Battery, Sensors
+from tracker.seqno import SequenceCounter
 from tracker.sht4x import Sht4x
 from tracker.uplink import Uplink
 

@@ -22,7 +22,7 @@ def mount_flash():
     vfs.umount("/")
     vfs.mount(vfs.VfsLfs2(bdev), "/")
     os.chdir("/")
-    sys.path[:] = ["", "/lib"]
+    sys.path[:] = ["", ".frozen", "/lib"]  # as on ESP32: asyncio etc. are frozen
     return bdev
 
 

@@ -1,0 +1,91 @@
+# Board factory of the virtual board (MicroPython Unix port + the simulated bench).
+#
+# The firmware imports `board` and calls create(); it gets a Board whose i2c(), battery_adc()
+# and open_stream() behave like the real board's, so the app cannot tell it is virtual.
+# Peripherals live in simhal.py (next to this file); resets and the chip ID come from the
+# ROM's `machine`, imported only when used so this file also imports on CPython.
+import json
+
+try:
+    import asyncio
+except ImportError:  # very old MicroPython builds
+    import uasyncio as asyncio
+
+import simhal
+
+# machine.reset_cause() values (ESP32 numbering, which the virtual ROM uses too).
+_CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deepsleep", 5: "soft"}
+
+
+def _info_path():
+    # board.json sits beside this file: at "/" on the device, in boards/unix_sim/ in a tree.
+    try:
+        here = __file__
+    except NameError:
+        return "board.json"
+    i = here.rfind("/")
+    return here[: i + 1] + "board.json" if i >= 0 else "board.json"
+
+
+class _Duplex:
+    # CPython's open_connection returns a reader and a writer; MicroPython's returns one
+    # Stream twice. The app wants one object with both halves.
+    def __init__(self, reader, writer):
+        self.read = reader.read
+        self.readexactly = reader.readexactly
+        self.readline = reader.readline
+        self.write = writer.write
+        self.drain = writer.drain
+        self.close = writer.close
+        self.wait_closed = writer.wait_closed
+
+
+class Board:
+    def __init__(self, info):
+        self.info = info
+        self.name = info.get("name", "unix_sim")
+        self.battery_divider = float(info.get("battery_divider", 2.0))
+        self._i2c = None
+        self._adc = None
+
+    def i2c(self):
+        """The sensor bus (machine.I2C API); the same object on every call."""
+        if self._i2c is None:
+            self._i2c = simhal.I2C(self.info.get("i2c", {}).get("id", 0))
+        return self._i2c
+
+    def battery_adc(self):
+        """ADC on the battery divider (machine.ADC API: read_uv(), read_u16())."""
+        if self._adc is None:
+            self._adc = simhal.ADC(self.info.get("battery", {}).get("adc", "battery"))
+        return self._adc
+
+    async def open_stream(self, host, port):
+        """A TCP stream to host:port (the host's network stands in for the modem)."""
+        reader, writer = await asyncio.open_connection(host, port)
+        if reader is writer:
+            return reader
+        return _Duplex(reader, writer)
+
+    def reset(self):
+        import machine
+
+        machine.reset()
+
+    def reset_cause(self):
+        """One of power_on, hard, watchdog, deepsleep, soft (unknown for anything else)."""
+        import machine
+
+        return _CAUSES.get(machine.reset_cause(), "unknown")
+
+    def unique_id(self):
+        """The chip ID as lowercase hex (the ESP32's is its base MAC address)."""
+        import machine
+
+        return "".join("%02x" % b for b in machine.unique_id())
+
+
+def create(info_path=None):
+    with open(info_path or _info_path()) as f:
+        info = json.load(f)
+    return Board(info)

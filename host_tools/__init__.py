@@ -1,0 +1,1 @@
+"""Albatross host tools: the `albatross` command and the libraries behind it."""

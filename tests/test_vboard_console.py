@@ -65,7 +65,7 @@ def test_mpremote_exec_ls_cp_and_reset_run_new_main(tmp_path: Path) -> None:
         # exec interrupts the running main.py (Ctrl-C), soft-resets in the raw REPL, runs.
         assert _mpremote(vb, "exec", "print('sum', 40 + 2)").strip() == "sum 42"
         listing = _mpremote(vb, "fs", "ls")
-        assert "main.py" in listing and "board.py" in listing
+        assert "main.py" in listing and "board.mpy" in listing
         new_main = tmp_path / "main.py"
         new_main.write_text('print("main: the new one")\n')
         _mpremote(vb, "fs", "cp", str(new_main), ":main.py")

@@ -1,6 +1,7 @@
 # Composition root: read the board and the config, build drivers and modules, start the
 # tasks, and own the global exception policy (an unexpected task failure reboots the board,
 # as the watchdog would, rather than leaving a half-dead tracker in the field).
+import gc
 import json
 import os
 
@@ -18,6 +19,7 @@ CONFIG_PATH = "config.json"
 CRASH_COUNT_PATH = "crashes.json"
 SAFE_MODE_AFTER = 5  # consecutive watchdog/crash reboots before main.py stops starting the app
 HEALTHY_AFTER_MS = 60000
+HEAP_CHECK_MS = 5000
 
 
 class Tracker:
@@ -39,6 +41,9 @@ class Tracker:
         self.queue = RecordQueue()
         self.uplink = Uplink(board.open_stream, cfg, self.device_id, self.queue, self.status)
         self.started_ms = ticks_ms()
+        self._last_error = None
+        self._status_at = ticks_ms()
+        self.heap = {"used": 0, "used_max": 0, "free": 0}
         self._failed = asyncio.Event()
         self._failure = None
 
@@ -52,6 +57,7 @@ class Tracker:
             "sensors": self.sensors.counters(),
             "queue": {"pending": len(self.queue), "dropped": self.queue.dropped},
             "next_seq": self.seq.peek,
+            "heap": self.heap,
             "log": {"warnings": log.counts[log.WARNING], "errors": log.counts[log.ERROR]},
         }
 
@@ -62,8 +68,11 @@ class Tracker:
             sample = await self.sensors.sample()
             rec = make_record(self.device_id, self.seq.next(), unix_time(), sample)
             self.queue.put(rec)
-            if sample.get("sensor_error"):
-                self.uplink.status_changed()  # counters moved: report them
+            error = sample.get("sensor_error")
+            if error != self._last_error:
+                # A fault started, changed or cleared: say so in the retained status, once.
+                self._last_error = error
+                self.uplink.status_changed()
             log.i(_TAG, "seq %d T=%s RH=%s bat=%s%s" % (
                 rec["seq"], rec["temperature"], rec["humidity"], rec["battery"],
                 " error=" + sample["sensor_error"] if sample.get("sensor_error") else ""))
@@ -75,8 +84,27 @@ class Tracker:
             await sleep_ms(delay)
 
     async def health_loop(self):
-        await sleep_ms(HEALTHY_AFTER_MS)
-        clear_crash_count()
+        started = ticks_ms()
+        healthy = False
+        while True:
+            self.measure_heap()
+            if ticks_diff(ticks_ms(), self._status_at) >= self.cfg["status_interval_s"] * 1000:
+                self._status_at = ticks_ms()
+                self.uplink.status_changed()
+            if not healthy and ticks_diff(ticks_ms(), started) >= HEALTHY_AFTER_MS:
+                healthy = True
+                clear_crash_count()
+            await sleep_ms(HEAP_CHECK_MS)
+
+    def measure_heap(self):
+        """Live heap after a collection; its maximum over the run is the steady-state high
+        water mark the status reports (what a smaller board must still fit)."""
+        gc.collect()
+        used = gc.mem_alloc()
+        self.heap["used"] = used
+        self.heap["free"] = gc.mem_free()
+        if used > self.heap["used_max"]:
+            self.heap["used_max"] = used
 
     async def _guard(self, coro):
         try:

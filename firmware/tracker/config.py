@@ -235,6 +235,9 @@ SCHEMA = (
         secret=True),
     Key("mqtt_keepalive_s", int, 60, "MQTT keepalive in seconds", min=10, max=3600),
     Key("interval_s", int, 60, "Seconds between measurements", min=1, max=86400),
+    Key("status_interval_s", int, 900,
+        "Seconds between retained status reports (also sent on connect and on faults)",
+        min=10, max=86400),
     Key("log_level", str, "info", "Lowest log level kept",
         enum=("debug", "info", "warning", "error")),
     Key("sht4x_precision", str, "high",
@@ -291,8 +294,9 @@ def _read_json_object(path):
     if size > _MAX_FILE_BYTES:
         raise ValueError("file is %d bytes, limit %d" % (size, _MAX_FILE_BYTES))
     with open(path, "rb") as f:
-        raw = f.read(_MAX_FILE_BYTES + 1)
-    data = json.loads(raw.decode())
+        # Read what is there, not the limit: a 4 KB buffer is a lot on a fragmented heap.
+        raw = f.read(size + 1)
+    data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
@@ -416,6 +420,10 @@ class Config:
                     return cfg
                 raise
             cfg._apply_loaded(data, path)
+        except MemoryError:
+            # Not a bad config: the board is short of RAM. Falling back to defaults would
+            # report to the default broker; crashing lets the watchdog reboot try again.
+            raise
         except Exception as err:  # noqa: BLE001 -- a config problem must never stop a boot
             cfg = cls()
             cfg.load_error = "%s: %s: %s" % (path, type(err).__name__, err)

@@ -1,0 +1,173 @@
+"""`make bench`: the numbers issue notes quote, each against a baseline measured in the same
+run (these machines are shared and noisy, so ratios travel better than seconds).
+
+Figures: vboard start to first telemetry PUBACK'd at the broker (baseline: start to a bare
+REPL), the firmware's steady-state live heap high-water mark (baseline: an idle REPL), and the
+smallest --heap at which the tracker keeps reporting for the soak time without a reboot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from host_tools.mqtt_watch import MqttWatch
+from host_tools import image as img
+from host_tools.broker import Broker, start_broker
+from host_tools.vboard.runner import VirtualBoard
+
+RESULTS = Path("bench-results.json")
+
+
+def _wait_console(vb: VirtualBoard, text: str, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    path = vb.workdir / "console.log"
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.monotonic()
+        time.sleep(0.005)
+    raise RuntimeError(f"{text!r} not on {path} within {timeout} s")
+
+
+def boot_baseline(work: Path, runs: int) -> list[float]:
+    """Seconds from start() to a main.py that only prints: process + flash mount + boot."""
+    image = img.build_image(work / "baseline.img", board="unix_sim",
+                            extra=[("main.py", b'print("baseline: ready")\n')])
+    out = []
+    for n in range(runs):
+        vb = VirtualBoard(name=f"base{n}", workdir=work / f"base{n}", image=image)
+        t0 = time.monotonic()
+        vb.start()
+        try:
+            out.append(_wait_console(vb, "baseline: ready", 30) - t0)
+        finally:
+            vb.stop()
+    return out
+
+
+def idle_heap(work: Path) -> int:
+    """Live heap of an idle board (ROM + REPL), after a collection."""
+    image = img.build_image(work / "idle.img", board="unix_sim", extra=[("main.py", (
+        b"import gc\ngc.collect()\nprint('idle-heap', gc.mem_alloc())\n"))])
+    with VirtualBoard(name="idle", workdir=work / "idle", image=image) as vb:
+        _wait_console(vb, "idle-heap", 30)
+        text = (vb.workdir / "console.log").read_text()
+    return int(text.split("idle-heap")[1].split()[0])
+
+
+def _tracker(broker: Broker, work: Path, name: str, heap: int | None = None,
+             interval: int = 1) -> VirtualBoard:
+    config = {"broker_host": broker.host, "broker_port": broker.port, "device_id": name,
+              "interval_s": interval, "status_interval_s": 10}
+    kw = {"heap": heap} if heap else {}
+    return VirtualBoard(name=name, workdir=work / name, config=config, **kw)
+
+
+def first_publish(broker: Broker, work: Path, runs: int) -> list[float]:
+    """Seconds from start() to the first telemetry message delivered by the broker (it was
+    PUBACK'd to the device before the broker forwarded it at QoS 1)."""
+    out = []
+    for n in range(runs):
+        watch = MqttWatch(broker.url, f"albatross/fp{n}/telemetry")
+        vb = _tracker(broker, work, f"fp{n}")
+        t0 = time.monotonic()
+        vb.start()
+        try:
+            msg = watch.wait_for(lambda m: True, 60, what="first telemetry")
+            out.append(msg.at - t0)
+        finally:
+            vb.stop()
+            watch.close()
+    return out
+
+
+def soak(broker: Broker, work: Path, heap: int | None, seconds: float,
+         interval: int = 2) -> dict:
+    """Run the tracker for `seconds`; healthy = one boot, reports all along, no MemoryError."""
+    name = f"soak{heap or 0}"
+    watch = MqttWatch(broker.url, f"albatross/{name}/#")
+    vb = _tracker(broker, work, name, heap=heap, interval=interval)
+    vb.start()
+    try:
+        time.sleep(seconds)
+        boots = vb.supervisor.status()["boots"] if vb.supervisor else 0
+    finally:
+        vb.stop()
+        watch.close()
+    telemetry = [m for m in watch.messages if m.topic.endswith("/telemetry")]
+    statuses = [m.json for m in watch.messages
+                if m.topic.endswith("/status") and m.json.get("state") == "online"]
+    console = (vb.workdir / "console.log").read_text(errors="replace")
+    expected = seconds / interval
+    healthy = (boots == 1 and len(telemetry) >= expected * 0.6
+               and "MemoryError" not in console)
+    heap_max = max((s.get("heap", {}).get("used_max", 0) for s in statuses), default=0)
+    return {"heap": heap, "seconds": seconds, "boots": boots, "reports": len(telemetry),
+            "healthy": healthy, "heap_used_max": heap_max}
+
+
+def smallest_heap(broker: Broker, work: Path, seconds: float, lo: int, hi: int,
+                  step: int = 8 * 1024) -> tuple[int, list[dict]]:
+    """Bisection for the smallest heap (multiple of `step`) that soaks healthily."""
+    trials = []
+    lo_k, hi_k = lo // step, hi // step  # invariant: hi healthy, lo not (checked as we go)
+    while hi_k - lo_k > 1:
+        mid = (lo_k + hi_k) // 2
+        result = soak(broker, work, mid * step, seconds)
+        trials.append(result)
+        print(f"  heap {mid * step // 1024:4d}k: {'ok' if result['healthy'] else 'FAILS'} "
+              f"({result['reports']} reports, {result['boots']} boots)", flush=True)
+        if result["healthy"]:
+            hi_k = mid
+        else:
+            lo_k = mid
+    return hi_k * step, trials
+
+
+def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
+    runs = 2 if quick else 5
+    soak_s = 20.0 if quick else 60.0
+    with tempfile.TemporaryDirectory(prefix="albatross-bench-") as tmp, \
+            start_broker() as broker:
+        work = Path(tmp)
+        print(f"bench: {broker.kind} broker; {runs} runs each; soak {soak_s:.0f} s", flush=True)
+        base = boot_baseline(work, runs)
+        fp = first_publish(broker, work, runs)
+        idle = idle_heap(work)
+        steady = soak(broker, work, None, soak_s)
+        print("bench: searching the smallest heap", flush=True)
+        min_heap, trials = smallest_heap(broker, work, soak_s, lo=16 * 1024, hi=160 * 1024)
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "broker": broker.kind,
+        "boot_to_repl_s": {"median": statistics.median(base), "runs": base},
+        "start_to_first_publish_s": {"median": statistics.median(fp), "runs": fp},
+        "first_publish_over_boot": statistics.median(fp) / statistics.median(base),
+        "idle_heap_bytes": idle,
+        "steady_heap_high_water_bytes": steady["heap_used_max"],
+        "steady_heap_over_idle": steady["heap_used_max"] / idle if idle else None,
+        "steady_soak": steady,
+        "smallest_heap_bytes": min_heap,
+        "smallest_heap_trials": trials,
+        "soak_s": soak_s,
+    }
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results))
+    print(f"bench: written to {out}")
+    return results
+
+
+def summary(r: dict) -> str:
+    return "\n".join([
+        f"vboard start -> REPL (baseline):   {r['boot_to_repl_s']['median'] * 1000:7.0f} ms",
+        f"vboard start -> first telemetry:   {r['start_to_first_publish_s']['median'] * 1000:7.0f}"
+        f" ms  ({r['first_publish_over_boot']:.1f}x baseline)",
+        f"idle REPL live heap (baseline):    {r['idle_heap_bytes']:7d} B",
+        f"tracker steady live heap max:      {r['steady_heap_high_water_bytes']:7d} B  "
+        f"({r['steady_heap_over_idle']:.1f}x idle)",
+        f"smallest --heap for {r['soak_s']:.0f} s of reports: "
+        f"{r['smallest_heap_bytes'] // 1024} KiB",
+    ])

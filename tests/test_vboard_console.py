@@ -149,3 +149,21 @@ def test_bad_heap_option_is_one_clear_error(heap: str) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("albatross: bad size")
     assert "Traceback" not in result.stderr
+
+
+def test_mpremote_run_and_soft_reset_commands(tmp_path: Path) -> None:
+    with _board(tmp_path, LOOP_MAIN) as vb:
+        _wait_console(vb, "main: cause 1")
+        script = tmp_path / "hello.py"
+        script.write_text("import machine\nprint('run:', machine.reset_cause())\n")
+        # `run` executes a host file after mpremote's soft reset: cause 5 (SOFT_RESET).
+        assert _mpremote(vb, "run", str(script)).strip() == "run: 5"
+        _mpremote(vb, "soft-reset")
+        assert vb.supervisor is not None
+        assert vb.supervisor.status()["resets"]["soft"] >= 2
+        # machine.soft_reset() from code restarts the interpreter too (in the raw REPL it
+        # stays there, as on an ESP32, so main.py does not run; the board still answers).
+        before = vb.supervisor.status()["resets"]["soft"]
+        _mpremote(vb, "exec", "import machine; machine.soft_reset()")
+        assert vb.supervisor.status()["resets"]["soft"] == before + 2  # mpremote's + ours
+        assert _mpremote(vb, "exec", "print(6 * 7)").strip() == "42"

@@ -153,6 +153,8 @@ class Supervisor:
         self._running = False
         self._thread: threading.Thread | None = None
         self._last_cr = False
+        self._soft_restarting = False
+        self._held_input = b""
 
     # ----- public control (any thread) -----
     def start(self) -> None:
@@ -292,6 +294,9 @@ class Supervisor:
             self._spawn()
 
     def _restart(self, cause: int, mode: str, delay: float) -> None:
+        self._soft_restarting = cause == SOFT_RESET
+        if not self._soft_restarting:
+            self._held_input = b""
         self._kill_child()
         name = RESET_NAMES[cause]
         self.stats.resets[name] = self.stats.resets.get(name, 0) + 1
@@ -340,6 +345,10 @@ class Supervisor:
         os.set_blocking(self._child.stdin.fileno(), False)
         self._sel.register(self._child.stdout, selectors.EVENT_READ, "stdout")
         self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
+        if self._held_input:
+            self._write_child(self._child, self._held_input)
+            self._held_input = b""
+        self._soft_restarting = False
         self.stats.boots += 1
         self.stats.last_reset = RESET_NAMES[self._restart_cause]
         self._event(
@@ -453,7 +462,10 @@ class Supervisor:
             raise
         child = self._child
         if child is None or child.stdin is None:
-            return  # powered off or rebooting: the UART drops what arrives
+            if self._soft_restarting:
+                # A soft reset keeps the UART driver: what arrives meanwhile is read later.
+                self._held_input = (self._held_input + data)[-4096:]
+            return  # powered off or rebooting from a hard reset: the bytes are gone
         out = bytearray()
         for b in data:
             if b == CTRL_C and self._interrupt_armed:

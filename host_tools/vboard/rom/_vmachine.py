@@ -46,8 +46,9 @@ def reset():
 
 
 def soft_reset():
-    sys.stdout.write("MPY: soft reboot\r\n")
-    _vctl.request(b"S")
+    """As on ESP32: a SystemExit that the REPL (or the boot sequence) turns into a soft reset,
+    so a raw-REPL caller still gets its end-of-output markers first."""
+    raise SystemExit
 
 
 def deepsleep(ms=0):

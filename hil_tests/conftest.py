@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.mqtt_watch import MqttWatch
 from host_tools.broker import Broker, start_broker
+from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard.runner import VirtualBoard
 
 _ids = itertools.count(1)

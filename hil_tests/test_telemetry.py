@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hil_tests.conftest import VboardFactory, logs_of
-from host_tools.mqtt_watch import MqttWatch
 from host_tools.broker import Broker
+from host_tools.mqtt_watch import MqttWatch
 
 pytestmark = pytest.mark.hil
 REPORT_S = 30  # generous: shared CI machines are slow; typical is 1-2 s

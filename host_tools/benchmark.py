@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools.mqtt_watch import MqttWatch
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
+from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard.runner import VirtualBoard
 
 RESULTS = Path("bench-results.json")

@@ -3,7 +3,6 @@
 # silicon would: reset the chip, sleep, run a watchdog. Peripherals (I2C, ADC, UART, pins)
 # are the board's business: boards/unix_sim/ builds them.
 import os
-import sys
 import time
 
 import _vctl

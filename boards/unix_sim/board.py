@@ -6,10 +6,7 @@
 # ROM's `machine`, imported only when used so this file also imports on CPython.
 import json
 
-try:
-    import asyncio
-except ImportError:  # very old MicroPython builds
-    import uasyncio as asyncio
+import asyncio
 
 import simhal
 

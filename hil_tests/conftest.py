@@ -17,6 +17,7 @@ import pytest
 
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
+from host_tools.vboard.modem import Timings
 from host_tools.vboard.runner import VirtualBoard
 
 _ids = itertools.count(1)
@@ -67,14 +68,19 @@ class VboardFactory:
         self.test_name = test_name
         self.boards: list[VirtualBoard] = []
 
-    def __call__(self, *, interval: int = 1, **kwargs: object) -> VirtualBoard:
+    def __call__(self, *, interval: int = 1, modem: str = "none", **kwargs: object) -> VirtualBoard:
+        """A started vboard. modem: "none" (host TCP) or a simulator dialect, which runs with
+        Timings.fast() so a test waits seconds, not a real modem's minutes."""
         n = next(_ids)
         device_id = str(kwargs.pop("device_id", f"hil-{n}"))
         config = {"broker_host": self.broker.host, "broker_port": self.broker.port,
                   "device_id": device_id, "interval_s": interval}
         config.update(kwargs.pop("config", {}))  # type: ignore[arg-type]
         workdir = self.log_root / f"{self.test_name}-{device_id}"
-        vb = VirtualBoard(name=device_id, workdir=workdir, config=config, **kwargs)  # type: ignore[arg-type]
+        if modem != "none":
+            kwargs.setdefault("modem_timings", Timings.fast())
+        vb = VirtualBoard(name=device_id, workdir=workdir, config=config, modem=modem,
+                          **kwargs)  # type: ignore[arg-type]
         vb.device_id = device_id  # type: ignore[attr-defined]
         vb.start()
         self.boards.append(vb)
@@ -87,7 +93,10 @@ class VboardFactory:
 
 def logs_of(vb: VirtualBoard) -> str:
     """The files to read when a vboard test fails."""
-    return ", ".join(str(vb.workdir / n) for n in ("console.log", "vboard.log", "i2c.log"))
+    names = ["console.log", "vboard.log", "i2c.log"]
+    if vb.modem:
+        names.append(f"at-{vb.modem}.jsonl")
+    return ", ".join(str(vb.workdir / n) for n in names)
 
 
 @pytest.fixture

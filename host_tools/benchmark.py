@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from host_tools import benchmark_modem
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
@@ -60,10 +61,11 @@ def idle_heap(work: Path) -> int:
 
 def _tracker(broker: Broker, work: Path, name: str, heap: int | None = None,
              interval: int = 1) -> VirtualBoard:
+    """The tracker on the host-TCP board: the skeleton's figures, free of modem timing."""
     config = {"broker_host": broker.host, "broker_port": broker.port, "device_id": name,
               "interval_s": interval, "status_interval_s": 10}
     kw = {"heap": heap} if heap else {}
-    return VirtualBoard(name=name, workdir=work / name, config=config, **kw)
+    return VirtualBoard(name=name, workdir=work / name, config=config, modem="none", **kw)
 
 
 def first_publish(broker: Broker, work: Path, runs: int) -> list[float]:
@@ -139,7 +141,8 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         idle = idle_heap(work)
         steady = soak(broker, work, None, soak_s)
         print("bench: searching the smallest heap", flush=True)
-        min_heap, trials = smallest_heap(broker, work, soak_s, lo=16 * 1024, hi=160 * 1024)
+        min_heap, trials = smallest_heap(broker, work, soak_s, lo=16 * 1024, hi=256 * 1024)
+        modem = benchmark_modem.run(broker, work, quick=quick)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "broker": broker.kind,
@@ -153,9 +156,11 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "smallest_heap_bytes": min_heap,
         "smallest_heap_trials": trials,
         "soak_s": soak_s,
+        "modem": modem,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
+    print(benchmark_modem.summary(modem))
     print(f"bench: written to {out}")
     return results
 

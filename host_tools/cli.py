@@ -32,6 +32,9 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-firmware", action="store_true",
                    help="with --image: replace firmware files in it, keeping config and data")
     p.add_argument("--board", default="unix_sim", help="board folder under boards/")
+    p.add_argument("--modem", default="board",
+                   help="simulated modem: sim7600 | a7670 | bg96 | none (host TCP); "
+                        "default: the board's")
     p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
     p.add_argument("--workdir", type=Path, help="where logs and sockets go")
 
@@ -55,6 +58,7 @@ def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None)
         humidity=args.humidity,
         battery=args.battery,
         echo=echo,
+        modem=args.modem,
     )
 
 

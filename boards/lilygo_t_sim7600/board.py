@@ -23,6 +23,7 @@ class Board:
         self.battery_divider = float(info.get("battery_divider", 2.0))
         self._i2c = None
         self._adc = None
+        self._flight = None
 
     def i2c(self):
         """The external sensor bus (hardware I2C 0); the same object on every call."""
@@ -52,7 +53,43 @@ class Board:
         return self._adc
 
     async def open_stream(self, host, port):
-        raise NotImplementedError("TCP through the SIM7600 modem arrives with the modem driver")
+        # This board has no network of its own: every byte goes through the modem, which
+        # the app drives through modem_stream()/modem_pins() below.
+        raise NotImplementedError("no native network on this board: use the modem")
+
+    @property
+    def modem_info(self):
+        return self.info.get("modem")
+
+    def modem_stream(self):
+        """The SIM7600's UART as an asyncio stream, with a 4 KB RX buffer (board.json)."""
+        import asyncio
+
+        from machine import UART, Pin
+
+        cfg = self.info["modem"]["uart"]
+        if self._flight is None and self.info["modem"].get("flight"):
+            # RF on: the LilyGO example holds FLIGHT high for the radio to work.
+            self._flight = Pin(self.info["modem"]["flight"]["pin"], Pin.OUT, value=1)
+        uart = UART(cfg["id"], baudrate=cfg.get("baudrate", 115200), tx=cfg["tx"],
+                    rx=cfg["rx"], rxbuf=cfg.get("rxbuf", 4096))  # fmt: skip
+        return asyncio.StreamReader(uart)
+
+    def modem_pins(self):
+        from machine import Pin
+
+        info = self.info["modem"]
+        pwrkey = info.get("pwrkey")
+        status = info.get("status")
+        power = info.get("power")
+        active = pwrkey.get("active", 1) if pwrkey else 1
+        return {
+            "pwrkey": Pin(pwrkey["pin"], Pin.OUT, value=1 - active) if pwrkey else None,
+            "pwrkey_active": active,
+            "power": Pin(power["pin"], Pin.OUT) if power else None,
+            "power_active": power.get("active", 1) if power else 1,
+            "status": Pin(status["pin"], Pin.IN) if status else None,
+        }
 
     def reset(self):
         import machine

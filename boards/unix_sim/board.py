@@ -64,6 +64,36 @@ class Board:
             return reader
         return _Duplex(reader, writer)
 
+    # -- the cellular modem (board.json "modem"; None when the board has none) -------------
+
+    @property
+    def modem_info(self):
+        return self.info.get("modem")
+
+    def modem_stream(self):
+        """The modem UART as an asyncio stream (read/write/drain), as on the ESP32 where it
+        is asyncio.StreamReader(machine.UART(...))."""
+        import simuart
+
+        uart = self.info["modem"].get("uart", {})
+        self._uart = simuart.UART(uart.get("id", 1), uart.get("baudrate", 115200))
+        return asyncio.StreamReader(self._uart.stream())
+
+    def _modem_pin(self, role):
+        spec = (self.info.get("modem") or {}).get(role)
+        return simhal.Pin(spec["pin"]) if spec else None
+
+    def modem_pins(self):
+        """{"pwrkey": Pin|None, "pwrkey_active": level, "power": ..., "status": ...}"""
+        info = self.info.get("modem") or {}
+        return {
+            "pwrkey": self._modem_pin("pwrkey"),
+            "pwrkey_active": (info.get("pwrkey") or {}).get("active", 1),
+            "power": self._modem_pin("power"),
+            "power_active": (info.get("power") or {}).get("active", 1),
+            "status": self._modem_pin("status"),
+        }
+
     def reset(self):
         import machine
 

@@ -254,3 +254,45 @@ class ADC:
     def read(self):
         """12-bit raw reading, as the ESP32 port's legacy ADC.read()."""
         return self._read()[1] >> 4
+
+
+OP_PIN_WRITE = 0x30
+OP_PIN_READ = 0x31
+
+
+class Pin:
+    """machine.Pin's output/input API for a named bench line (e.g. "modem_pwrkey"): what the
+    MCU drives reaches the simulated part at once, as a GPIO does."""
+
+    OUT = 1
+    IN = 0
+    OPEN_DRAIN = 2
+    PULL_UP = 1
+    PULL_DOWN = 2
+
+    def __init__(self, name, mode=OUT, value=None, *, link=None):
+        self.name = name
+        self._link = link
+        self._value = 0
+        if value is not None:
+            self.value(value)
+
+    def _request(self, op, payload):
+        return (self._link or link()).request(op, payload)
+
+    def value(self, v=None):
+        name = self.name.encode()
+        if v is None:
+            return self._request(OP_PIN_READ, name)[0]
+        self._value = 1 if v else 0
+        self._request(OP_PIN_WRITE, bytes((self._value,)) + name)
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def __call__(self, v=None):
+        return self.value(v)

@@ -1,23 +1,21 @@
 # The MQTT session supervisor: owns reconnects, backoff and what is said on connect. The
 # MQTT client itself keeps no retry loops (STYLE.md, rule 7): it raises, and this decides.
 import json
-import random
 
 from tracker import log
-from tracker.aio import asyncio, sleep_ms, wait_for_ms
+from tracker.aio import asyncio, wait_for_ms
+from tracker.at import ModemError
 from tracker.mqtt import MqttClient, MqttError
-from tracker.records import encode
 
 _TAG = "uplink"
-BACKOFF_FIRST_MS = 1000
-BACKOFF_MAX_MS = 60000
-OPEN_TIMEOUT_MS = 15000
+OPEN_TIMEOUT_MS = 300000  # a modem bring-up (power on, register, PDP) may take minutes
 
 
 class Uplink:
-    def __init__(self, open_stream, cfg, device_id, queue, status):
-        """open_stream(host, port) -> awaitable stream; status() -> dict for the status topic."""
-        self._open_stream = open_stream
+    def __init__(self, link, cfg, device_id, queue, status):
+        """link: tracker.link.TcpLink or tracker.modem_link.ModemLink (streams, recovery and
+        backoff); queue holds encoded telemetry records; status() -> dict for `status`."""
+        self.link = link
         self._cfg = cfg
         self.device_id = device_id
         self._queue = queue
@@ -35,20 +33,15 @@ class Uplink:
         self._queue.wake()
 
     async def run(self):
-        backoff = BACKOFF_FIRST_MS
         while True:
             try:
                 await self._session()
-                backoff = BACKOFF_FIRST_MS
-            except (MqttError, OSError, asyncio.TimeoutError) as e:
+            except (MqttError, ModemError, OSError, asyncio.TimeoutError) as e:
                 self.last_error = "%s: %s" % (type(e).__name__, e)
                 log.w(_TAG, self.last_error)
             self.connected = False
-            # Jitter spreads a fleet's reconnects after a broker or network outage.
-            delay = backoff // 2 + random.getrandbits(16) % (backoff // 2 + 1)
-            log.i(_TAG, "reconnecting in %d ms" % delay)
-            await sleep_ms(delay)
-            backoff = min(backoff * 2, BACKOFF_MAX_MS)
+            self.link.session_failed(self.last_error)
+            await self.link.backoff()
 
     def _client(self):
         cfg = self._cfg
@@ -66,7 +59,7 @@ class Uplink:
         host, port = self._cfg["broker_host"], self._cfg["broker_port"]
         client = self._client()
         try:
-            stream = await wait_for_ms(self._open_stream(host, port), OPEN_TIMEOUT_MS)
+            stream = await wait_for_ms(self.link.open_stream(host, port), OPEN_TIMEOUT_MS)
             await client.connect(stream)
         except BaseException:
             self.counters["connect_failures"] += 1
@@ -79,6 +72,7 @@ class Uplink:
         waker = asyncio.create_task(self._wake_on_death(client))
         try:
             self._status_dirty = True
+            proved = False
             while True:
                 if client.dead:
                     self.counters["link_losses"] += 1
@@ -86,11 +80,14 @@ class Uplink:
                 if self._status_dirty:
                     self._status_dirty = False
                     await self._publish_status(client)
+                    if not proved:
+                        proved = True
+                        self.link.session_up()  # a PUBACK came back: the path works
                 rec = self._queue.peek()
                 if rec is None:
                     await self._queue.wait()
                     continue
-                await client.publish(self.topic_telemetry, encode(rec), qos=1)
+                await client.publish(self.topic_telemetry, rec, qos=1)
                 # Only a PUBACK releases a record (SEND OK or a written socket proves nothing).
                 if self._queue.peek() is rec:
                     self._queue.pop()
@@ -108,4 +105,5 @@ class Uplink:
         body.update(self._status())
         body["uplink"] = self.counters
         body["mqtt"] = client.counters
+        body["link"] = self.link.status()
         await client.publish(self.topic_status, json.dumps(body), qos=1, retain=True)

@@ -70,6 +70,8 @@ OP_I2C_WRITE = 0x10
 OP_I2C_READ = 0x11
 OP_I2C_SCAN = 0x12
 OP_ADC_READ = 0x20
+OP_PIN_WRITE = 0x30  # level u8, pin name (UTF-8)  -> ()
+OP_PIN_READ = 0x31  # pin name (UTF-8)            -> level u8
 
 OK = 0
 EIO = 5
@@ -223,6 +225,9 @@ class Bench:
             "battery": lambda: self.battery_v / self.battery_divider
         }
         self.adc_reads = 0
+        # GPIO lines to simulated parts: name -> (on_write(level) or None, read() or None)
+        self._pins: dict[str, tuple[Callable[[int], None] | None, Callable[[], int] | None]] = {}
+        self.pin_levels: dict[str, int] = {}
         self._faults: dict[str, _Fault] = {}
         self._add_builtin_faults()
         self._controls: dict[str, Callable[..., Any]] = {
@@ -561,6 +566,34 @@ class Bench:
             logger.exception("bench: op 0x%02x failed", op)
             return EIO, b""
 
+    def add_pin(
+        self,
+        name: str,
+        on_write: Callable[[int], None] | None = None,
+        read: Callable[[], int] | None = None,
+    ) -> None:
+        """Wire an MCU GPIO (by name, e.g. "modem_pwrkey") to a simulated part."""
+        with self._lock:
+            self._pins[name] = (on_write, read)
+
+    def pin_write(self, name: str, level: int) -> int:
+        with self._lock:
+            if name not in self._pins:
+                return ENODEV
+            on_write, _ = self._pins[name]
+            self.pin_levels[name] = level
+        if on_write is not None:
+            on_write(level)
+        return OK
+
+    def pin_read(self, name: str) -> tuple[int, int]:
+        with self._lock:
+            if name not in self._pins:
+                return ENODEV, 0
+            _, read = self._pins[name]
+            level = self.pin_levels.get(name, 0)
+        return OK, (read() if read is not None else level)
+
     def _dispatch(self, op: int, p: bytes) -> tuple[int, bytes]:
         if op == OP_I2C_WRITE:
             if len(p) < 3:
@@ -580,6 +613,13 @@ class Bench:
         if op == OP_ADC_READ:
             uv, u16 = self.adc_read(p.decode())
             return OK, struct.pack(">IH", uv, u16)
+        if op == OP_PIN_WRITE:
+            if len(p) < 2:
+                return EINVAL, b""
+            return self.pin_write(p[1:].decode(), 1 if p[0] else 0), b""
+        if op == OP_PIN_READ:
+            status, level = self.pin_read(p.decode())
+            return status, bytes((level,)) if status == OK else b""
         if op == OP_HELLO:
             return OK, bytes((PROTOCOL_VERSION,)) + b"albatross-bench"
         return EOPNOTSUPP, b""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 from host_tools import image as img
 from host_tools.broker import connect_url
 from host_tools.vboard.bench import Bench
+from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
+from host_tools.vboard.modem_wiring import attach_modem
 from host_tools.vboard.supervisor import DEFAULT_HEAP, Supervisor, VboardError
 
 DEFAULT_BOARD = "unix_sim"
@@ -65,7 +68,11 @@ class VirtualBoard:
         battery: float | None = None,
         crash_reboot_ms: int = 2000,
         echo: Callable[[bytes], None] | None = None,
+        modem: str | None = "board",
+        modem_timings: Timings | None = None,
     ) -> None:
+        """modem: a simulator dialect (sim7600, a7670, bg96), "none" for the host's TCP
+        instead of a modem, or "board" for what the board's board.json says."""
         self.name = name
         self.workdir = Path(workdir) if workdir else default_workdir(name)
         self.keep_image = image is not None
@@ -78,23 +85,39 @@ class VirtualBoard:
         self.initial = dict(temperature=temperature, humidity=humidity, battery=battery)
         self.crash_reboot_ms = crash_reboot_ms
         self.echo = echo
+        self.board_info = img.board_info(board)
+        if modem == "board":
+            modem = (self.board_info.get("modem") or {}).get("family")
+        if modem in (None, "none"):
+            self.board_info["modem"] = None
+            modem = None
+        else:
+            if modem not in DIALECTS:
+                raise VboardError(f"unknown modem {modem!r}: choose {', '.join(DIALECTS)}, none")
+            self.board_info["modem"] = dict(self.board_info.get("modem") or {}, family=modem)
+        self.modem = modem
+        self.modem_timings = modem_timings
+        self.modem_sim: ModemSimulator | None = None
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
 
     def prepare_image(self) -> None:
+        # board.json on the flash says which modem is fitted: the simulator's dialect.
+        board_json = ("board.json", json.dumps(self.board_info, indent=1).encode())
         if self.keep_image and self.image.exists():
             if self.refresh_firmware:
                 img.refresh_firmware(self.image, board=self.board)
             if self.config:
                 img.merge_config(self.image, self.config)
+            img.write_file(self.image, *board_json)
         else:
-            img.build_image(self.image, board=self.board, config=self.config)
+            img.build_image(self.image, board=self.board, config=self.config,
+                            extra=[board_json])
 
     def start(self) -> VirtualBoard:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare_image()
-        board_info = img.board_info(self.board)
-        self.bench = Bench(self.workdir, board_info=board_info)
+        self.bench = Bench(self.workdir, board_info=self.board_info)
         if self.initial["temperature"] is not None:
             self.bench.set_temperature(self.initial["temperature"])
         if self.initial["humidity"] is not None:
@@ -102,11 +125,18 @@ class VirtualBoard:
         if self.initial["battery"] is not None:
             self.bench.set_battery(self.initial["battery"])
         self.bench.start()
+        env = {"ALBATROSS_BENCH": str(self.bench.socket_path)}
+        if self.modem:
+            info = self.board_info["modem"]
+            baud = int((info.get("uart") or {}).get("baudrate", 115200))
+            self.modem_sim = ModemSimulator(self.modem, self.workdir, baud=baud,
+                                            timings=self.modem_timings).start()
+            env.update(attach_modem(self.bench, self.modem_sim, info))
         self.supervisor = Supervisor(
             self.image,
             self.workdir,
             heap=self.heap,
-            env={"ALBATROSS_BENCH": str(self.bench.socket_path)},
+            env=env,
             crash_reboot_ms=self.crash_reboot_ms,
             echo=self.echo,
         )
@@ -124,6 +154,8 @@ class VirtualBoard:
     def stop(self) -> None:
         if self.supervisor:
             self.supervisor.stop()
+        if self.modem_sim:
+            self.modem_sim.stop()
         if self.bench:
             self.bench.stop()
 

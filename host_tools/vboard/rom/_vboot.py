@@ -7,6 +7,7 @@ import time
 
 import _vblockdev
 import _vctl
+import _vhost  # noqa: F401 - stays in sys.modules for boards/unix_sim
 import _vmachine
 import _vrepl
 import vfs

@@ -1,0 +1,164 @@
+# The connection supervisor for a cellular modem: brings the modem up, hands the uplink a
+# socket stream, and after failures climbs a bounded, counted recovery ladder:
+#
+#   reconnect (new socket) -> re-activate PDP -> CFUN 0/1 -> PWRKEY power cycle
+#   -> modem power rail cycle (where the board can) -> MCU reset
+#
+# Each step is tried STEP_TRIES times before the next; a modem that no longer answers AT
+# skips straight to the power cycle (nothing softer can help it). Only a PUBACK proves the
+# path works (session_up); "connected" flags and SEND OK prove nothing.
+from tracker import log
+from tracker.aio import sleep_ms, ticks_diff, ticks_ms
+from tracker.at import AtTimeout, ModemError
+from tracker.link import jittered
+
+_TAG = "link"
+
+RECONNECT = "reconnect"
+PDP = "reactivate_pdp"
+CFUN = "cfun_cycle"
+POWER = "power_cycle"
+RAIL = "rail_cycle"
+MCU = "mcu_reset"
+LADDER = (RECONNECT, PDP, CFUN, POWER, RAIL, MCU)
+
+
+class ModemLink:
+    STEP_TRIES = 2
+    BACKOFF_BASE_MS = 1000
+    BACKOFF_MAX_MS = 60000
+    REGISTER_TIMEOUT_MS = 120000  # LTE attach can take minutes on a new cell (MODEMS.md)
+    PDP_TIMEOUT_MS = 150000  # QIACT up to 150 s (check)
+    SOCKET_TIMEOUT_MS = 30000
+    PROBE_TIMEOUT_MS = 2000
+
+    def __init__(self, modem, *, reset_mcu=None, apn="", rat="auto"):
+        self.modem = modem
+        self._reset_mcu = reset_mcu
+        self.apn = apn
+        self.rat = rat
+        self.failures = 0
+        self.counters = {step: 0 for step in LADDER}
+        self.counters["sessions"] = 0
+        self.last_recovery = None
+        self.last_error = None
+        self.recovery_ms = {}  # step -> duration of its last run
+        self._up = False  # modem powered, initialised, registered, PDP active
+        self._socket = None
+
+    # ---- what the uplink calls -----------------------------------------------------------
+
+    async def open_stream(self, host, port):
+        if self.failures:
+            await self._recover(self._step())
+        if not self._up:
+            await self._bring_up()
+        self._close_socket()
+        sock = await self.modem.open_socket(host, port, self.SOCKET_TIMEOUT_MS)
+        self._socket = sock
+        return sock
+
+    def session_up(self):
+        if self.failures:
+            log.i(_TAG, "link works again after %d failures" % self.failures)
+        self.failures = 0
+        self.counters["sessions"] += 1
+
+    def session_failed(self, reason):
+        self.failures += 1
+        self.last_error = reason
+        self._close_socket()
+
+    async def backoff(self):
+        delay = jittered(self.BACKOFF_BASE_MS, self.failures - 1, self.BACKOFF_MAX_MS)
+        log.i(_TAG, "failure %d (%s); next try in %d ms" % (self.failures, self.last_error, delay))
+        await sleep_ms(delay)
+
+    def status(self):
+        m = self.modem
+        return {
+            "kind": "modem",
+            "family": m.FAMILY,
+            "registration": m.registration,
+            "pdp_active": m.pdp_active,
+            "failures": self.failures,
+            "ladder": self.counters,
+            "last_recovery": self.last_recovery,
+            "last_error": self.last_error,
+            "recovery_ms": self.recovery_ms,
+            "info": m.info,
+            "at": {k: m.at.counters[k] for k in ("commands", "timeouts", "errors", "urcs")},
+        }
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _step(self):
+        """The ladder rung for the current run of failures."""
+        return LADDER[min((self.failures - 1) // self.STEP_TRIES, len(LADDER) - 1)]
+
+    def _close_socket(self):
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def _responsive(self):
+        try:
+            await self.modem.at.cmd("AT", timeout_ms=self.PROBE_TIMEOUT_MS)
+            return True
+        except ModemError:
+            return False
+
+    async def _bring_up(self):
+        """Power on if needed, then init, register and activate the data context."""
+        m = self.modem
+        if not await self._responsive():
+            log.i(_TAG, "modem silent: powering it on")
+            await m.power_on()
+        await m.init()
+        await m.configure(self.apn, self.rat)
+        await m.wait_registered(self.REGISTER_TIMEOUT_MS)
+        await m.activate_pdp(self.PDP_TIMEOUT_MS)
+        self._up = True
+
+    async def _recover(self, step):
+        if step != POWER and step != RAIL and step != MCU and not await self._responsive():
+            log.w(_TAG, "modem does not answer AT: power cycle instead of " + step)
+            step = POWER
+        self.counters[step] += 1
+        self.last_recovery = "%s after %s" % (step, self.last_error)
+        log.w(_TAG, "recovery: " + self.last_recovery)
+        started = ticks_ms()
+        m = self.modem
+        try:
+            if step == RECONNECT:
+                pass  # a fresh socket and MQTT session are all this rung does
+            elif step == PDP:
+                try:
+                    await m.deactivate_pdp()
+                except ModemError as e:
+                    log.d(_TAG, "deactivate: %s" % (e,))  # it may be gone already
+                self._up = False
+            elif step == CFUN:
+                await m.cfun_cycle()
+                self._up = False
+            elif step == POWER:
+                await m.power_cycle()
+                self._up = False
+            elif step == RAIL:
+                try:
+                    await m.rail_cycle()
+                except ModemError as e:  # NotSupported on boards without a power switch
+                    log.w(_TAG, "rail cycle: %s; power cycle instead" % (e,))
+                    await m.power_cycle()
+                self._up = False
+            elif step == MCU:
+                log.e(_TAG, "recovery ladder exhausted: resetting the MCU")
+                if self._reset_mcu is not None:
+                    self._reset_mcu()
+                await m.power_cycle()
+                self._up = False
+        except AtTimeout as e:
+            self._up = False
+            raise ModemError("%s failed: %s" % (step, e))
+        finally:
+            self.recovery_ms[step] = ticks_diff(ticks_ms(), started)

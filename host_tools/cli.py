@@ -122,7 +122,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from host_tools.demo import run_demo
 
-    return run_demo(seconds=args.seconds, interval=args.interval, heap=args.heap)
+    return run_demo(seconds=args.seconds, interval=args.interval, heap=args.heap,
+                    modem=args.modem)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     p.add_argument("--interval", type=int, default=2, help="report interval, s")
     p.add_argument("--heap", default=None, help="MicroPython heap for the vboard")
+    p.add_argument("--modem", default="board",
+                   help="sim7600 | a7670 | bg96 | none (default: the board's, a SIM7600)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("benchmark", help="measure boot time, heap and the smallest heap")

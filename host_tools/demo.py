@@ -13,7 +13,23 @@ from host_tools.vboard.runner import VirtualBoard
 from host_tools.vboard.supervisor import DEFAULT_HEAP, parse_size
 
 
-def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = None) -> int:
+class ConsoleLines:
+    """The firmware's own log lines from the console, shown indented under the telemetry."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def __call__(self, data: bytes) -> None:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").strip()
+            if line[:2] in ("I ", "W ", "E "):
+                print(f"         device | {line}", flush=True)
+
+
+def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = None,
+             modem: str = "board") -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -27,8 +43,12 @@ def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = Non
             heap=parse_size(heap) if heap else DEFAULT_HEAP,
             temperature=4.0,
             humidity=55.0,
+            modem=modem,
+            echo=ConsoleLines(),
         )
         vb.start()
+        print(f"demo: modem {vb.modem or 'none (host TCP)'}; AT transcript in {vb.workdir}",
+              flush=True)
         print(f"demo: virtual tracker console at {vb.console_path} "
               f"(try: mpremote connect {vb.console_path} repl)", flush=True)
         print("demo: change it live from another terminal, e.g. "

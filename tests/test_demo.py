@@ -11,8 +11,10 @@ from pathlib import Path
 
 def test_demo_shows_live_telemetry_and_stops_by_itself() -> None:
     albatross = str(Path(sys.executable).with_name("albatross"))
-    result = subprocess.run([albatross, "demo", "--seconds", "7", "--interval", "1"],
-                            capture_output=True, text=True, timeout=120)
+    # Through the simulated SIM7600 with its real timings: ~11 s boot, then registration,
+    # PDP and the socket before the first report.
+    result = subprocess.run([albatross, "demo", "--seconds", "30", "--interval", "1"],
+                            capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     telemetry = [ln for ln in lines if re.search(r"demo-tracker\s+telemetry\s+#\d+\s+T=", ln)]
@@ -23,3 +25,4 @@ def test_demo_shows_live_telemetry_and_stops_by_itself() -> None:
     assert any("status     online" in ln for ln in lines)
     assert lines[-1] == "demo: stopped"
     assert "Traceback" not in result.stdout + result.stderr
+    assert "demo: modem sim7600" in result.stdout

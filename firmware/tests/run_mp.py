@@ -19,8 +19,8 @@ def main():
         if not (name.startswith("test_") and name.endswith(".py")):
             continue
         modname = name[:-3]
-        if pattern not in modname:
-            continue
+        if pattern not in modname or (pattern.startswith("test_") and pattern != modname):
+            continue  # "at" matches every module with "at" in its name; "test_x" only test_x
         try:
             mod = __import__(modname)
         except Exception as e:

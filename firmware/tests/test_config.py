@@ -272,12 +272,12 @@ def test_invalid_value_falls_back_for_that_key_only():
 def test_unknown_keys_are_dropped_with_a_warning():
     with TempDir() as d:
         path = d + "/config.json"
-        write(path, b'{"apn": "internet", "interval_s": 10}')
+        write(path, b'{"wifi_ssid": "home", "interval_s": 10}')
         cfg = Config.load(path)
-        assert cfg["interval_s"] == 10 and "apn" not in cfg
-        assert len(cfg.load_warnings) == 1 and "apn" in cfg.load_warnings[0]
+        assert cfg["interval_s"] == 10 and "wifi_ssid" not in cfg
+        assert len(cfg.load_warnings) == 1 and "wifi_ssid" in cfg.load_warnings[0]
         with raises(ConfigError):
-            cfg["apn"]
+            cfg["wifi_ssid"]
 
 
 def test_invalid_secret_in_file_is_not_logged():

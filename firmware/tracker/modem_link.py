@@ -78,7 +78,7 @@ class ModemLink:
         m = self.modem
         return {
             "kind": "modem",
-            "family": m.FAMILY,
+            "family": m.family,
             "registration": m.registration,
             "pdp_active": m.pdp_active,
             "failures": self.failures,

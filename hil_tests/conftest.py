@@ -76,7 +76,11 @@ class VboardFactory:
         config = {"broker_host": self.broker.host, "broker_port": self.broker.port,
                   "device_id": device_id, "interval_s": interval}
         config.update(kwargs.pop("config", {}))  # type: ignore[arg-type]
-        workdir = self.log_root / f"{self.test_name}-{device_id}"
+        # Short: the bench's AF_UNIX sockets live here (paths < ~100 bytes); the test's name
+        # goes into a file beside the logs instead.
+        workdir = self.log_root / device_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "test.txt").write_text(self.test_name + "\n")
         if modem != "none":
             kwargs.setdefault("modem_timings", Timings.fast())
         vb = VirtualBoard(name=device_id, workdir=workdir, config=config, modem=modem,

@@ -422,12 +422,13 @@ def test_transcript_has_both_directions(make, tmp_path):
     assert {e["dir"] for e in entries} == {"rx", "tx"}
     times = [e["t"] for e in entries]
     assert times == sorted(times)
-    rx = "".join(e["data"] for e in entries if e["dir"] == "rx").encode("latin-1")
+    # Directions are the MCU's view: tx = MCU -> modem, rx = modem -> MCU.
     tx = "".join(e["data"] for e in entries if e["dir"] == "tx").encode("latin-1")
-    assert b"AT+CSQ\r" in rx and b"\xff\xfe junk\r" in rx
-    assert tx.startswith(b"\r\nRDY\r\n") and b"+CSQ: 20,99" in tx
+    rx = "".join(e["data"] for e in entries if e["dir"] == "rx").encode("latin-1")
+    assert b"AT+CSQ\r" in tx and b"\xff\xfe junk\r" in tx
+    assert rx.startswith(b"\r\nRDY\r\n") and b"+CSQ: 20,99" in rx
     snap = sim.snapshot()
-    assert snap["bytes_rx"] == len(rx) and snap["bytes_tx"] == len(tx)
+    assert snap["bytes_rx"] == len(tx) and snap["bytes_tx"] == len(rx)  # the modem's counters
     assert snap["baud"] == snap["line_baud"] == 115200  # pyserial set the pty's speed
 
 

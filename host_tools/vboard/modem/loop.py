@@ -251,7 +251,7 @@ class Loop:
             self._tx_clock += written * self.byte_s
             self.bytes_tx += written
             if self._transcript is not None:
-                self._transcript.record("tx", chunk[:written], now)
+                self._transcript.record("rx", chunk[:written], now)  # the MCU receives
         if written < len(chunk):
             # The pty is full: the line stalls; later bytes are paced from when it moves.
             self._tx_clock = max(self._tx_clock, now)
@@ -270,7 +270,7 @@ class Loop:
             return
         self.bytes_rx += len(data)
         if self._transcript is not None:
-            self._transcript.record("rx", data, time.monotonic())
+            self._transcript.record("tx", data, time.monotonic())  # the MCU sent
         self.on_rx(data)
 
     def _drain_wake(self) -> None:

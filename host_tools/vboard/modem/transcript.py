@@ -2,14 +2,15 @@
 
 One JSON object per line (JSON Lines), appended to `<workdir>/at-<dialect>.jsonl`:
 
-    {"t": 1.234567, "dir": "rx", "data": "AT+CSQ\\r"}
-    {"t": 1.240112, "dir": "tx", "data": "AT+CSQ\\r\\r\\n+CSQ: 20,99\\r\\n\\r\\nOK\\r\\n"}
+    {"t": 1.234567, "dir": "tx", "data": "AT+CSQ\\r"}
+    {"t": 1.240112, "dir": "rx", "data": "AT+CSQ\\r\\r\\n+CSQ: 20,99\\r\\n\\r\\nOK\\r\\n"}
 
 - "t": seconds since the simulator started (monotonic clock);
-- "dir": "rx" = bytes the modem received from the MCU, "tx" = bytes the modem sent;
+- "dir": the MCU's (host's) point of view, the same as tracker.at_replay and the firmware's
+  recorder: "tx" = bytes the MCU sent to the modem, "rx" = bytes the modem sent to the MCU;
 - "data": the bytes decoded as latin-1, so any byte round-trips (`data.encode("latin-1")`).
 
-Chunks are written as they cross the wire (pacing makes "tx" chunks small) and flushed at
+Chunks are written as they cross the wire (pacing makes "rx" chunks small) and flushed at
 once, so a crashed run still leaves its log. Each simulator start appends; "t" restarts at 0.
 """
 
@@ -47,7 +48,7 @@ def read_transcript(path: Path) -> list[dict]:
 
 
 def wire_bytes(path: Path, direction: str) -> bytes:
-    """Everything one side sent, concatenated: "tx" (modem -> MCU) or "rx" (MCU -> modem)."""
+    """Everything one side sent, concatenated: "tx" (MCU -> modem) or "rx" (modem -> MCU)."""
     if direction not in ("tx", "rx"):
         raise ValueError(f"direction must be 'tx' or 'rx', not {direction!r}")
     return b"".join(

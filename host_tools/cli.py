@@ -109,6 +109,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = client.fault(rest[0], on, **{k: int(v) for k, v in params.items()})
     elif op in ("status", "snapshot"):
         result = client.call(op)
+    elif op == "modem":
+        result = client.call("modem")
+    elif op == "signal":
+        values = dict(item.split("=", 1) for item in rest if "=" in item)
+        result = client.call("modem_signal", **{k: int(v) for k, v in values.items()})
+    elif op == "registration":
+        if not rest:
+            raise ValueError("usage: albatross bench NAME registration "
+                             "home|roaming|searching|denied|not_registered")
+        result = client.call("modem_registration", state=rest[0])
     elif op == "reset":
         result = client.call("reset", kind=rest[0] if rest else "hard")
     elif op == "power-cut":
@@ -151,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="control a running virtual board's bench")
     p.add_argument("name", help="the vboard's --name (or device id)")
-    p.add_argument("op", help="set | fault | status | snapshot | reset | power-cut")
+    p.add_argument("op", help="set | fault | status | snapshot | modem | signal | registration"
+                              " | reset | power-cut")
     p.add_argument("args", nargs="*", help="e.g. temperature=21.5 | i2c_crc on count=3")
     p.add_argument("--workdir", type=Path, help="the vboard's --workdir, if it set one")
     p.add_argument("--json", action="store_true", help="one-line JSON output")

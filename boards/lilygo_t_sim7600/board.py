@@ -91,6 +91,15 @@ class Board:
             "status": Pin(status["pin"], Pin.IN) if status else None,
         }
 
+    def set_time(self, unix_s):
+        """Set the RTC (MicroPython's ESP32 epoch is 2000-01-01) from Unix seconds UTC."""
+        import time
+
+        from machine import RTC
+
+        y, mo, d, h, mi, s, wd, _ = time.gmtime(unix_s - 946684800)
+        RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+
     def reset(self):
         import machine
 

@@ -140,7 +140,25 @@ def make_link(board, cfg):
     at = AtEngine(board.modem_stream())
     at.start()
     modem = make_modem(info["family"], at, apn=cfg["apn"], rat=cfg["rat"], **board.modem_pins())
-    return ModemLink(modem, reset_mcu=board.reset, apn=cfg["apn"], rat=cfg["rat"])
+    return ModemLink(modem, reset_mcu=board.reset, apn=cfg["apn"], rat=cfg["rat"],
+                     on_network_time=lambda t: sync_clock(board, t))
+
+
+CLOCK_TOLERANCE_S = 5
+
+
+def sync_clock(board, network_s):
+    """An ESP32's RTC starts at 2000-01-01 after power-on: timestamps would be decades off.
+    The network's clock (AT+CCLK) sets it when the board can be set (set_time)."""
+    drift = network_s - unix_time()
+    if -CLOCK_TOLERANCE_S <= drift <= CLOCK_TOLERANCE_S:
+        return
+    setter = getattr(board, "set_time", None)
+    if setter is None:
+        log.w(_TAG, "clock is %d s off the network's and this board cannot set it" % drift)
+        return
+    setter(network_s)
+    log.i(_TAG, "clock set from the network (was %d s off)" % drift)
 
 
 def load_board():

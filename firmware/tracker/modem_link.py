@@ -32,9 +32,10 @@ class ModemLink:
     SOCKET_TIMEOUT_MS = 30000
     PROBE_TIMEOUT_MS = 2000
 
-    def __init__(self, modem, *, reset_mcu=None, apn="", rat="auto"):
+    def __init__(self, modem, *, reset_mcu=None, apn="", rat="auto", on_network_time=None):
         self.modem = modem
         self._reset_mcu = reset_mcu
+        self._on_network_time = on_network_time  # f(unix_seconds): set the RTC from it
         self.apn = apn
         self.rat = rat
         self.failures = 0
@@ -117,6 +118,14 @@ class ModemLink:
         await m.init()
         await m.configure(self.apn, self.rat)
         await m.wait_registered(self.REGISTER_TIMEOUT_MS)
+        if self._on_network_time is not None:
+            try:
+                t = await m.network_time()
+            except ModemError as e:
+                t = None
+                log.d(_TAG, "no network time: %s" % (e,))
+            if t:
+                self._on_network_time(t)
         await m.activate_pdp(self.PDP_TIMEOUT_MS)
         self._up = True
 

@@ -1,0 +1,88 @@
+from mptest import run
+
+from tracker.at import AtTimeout
+from tracker.modem_link import LADDER, ModemLink
+
+
+class FakeAt:
+    def __init__(self):
+        self.answers = True
+        self.counters = {"commands": 0, "timeouts": 0, "errors": 0, "urcs": 0}
+
+    async def cmd(self, text, timeout_ms=None):
+        if not self.answers:
+            raise AtTimeout(text, timeout_ms)
+
+
+class FakeModem:
+    """Records what the supervisor asked for, in order."""
+
+    family = "fake"
+    registration = "home"
+    pdp_active = True
+
+    def __init__(self):
+        self.at = FakeAt()
+        self.info = {}
+        self.calls = []
+
+    def __getattr__(self, name):
+        async def op(*args, **kwargs):
+            self.calls.append(name)
+            if name == "open_socket":
+                return FakeSocket()
+            return None
+
+        return op
+
+
+class FakeSocket:
+    def close(self):
+        pass
+
+
+def _fail_and_reopen(link, n):
+    async def main():
+        for _ in range(n):
+            link.session_failed("test")
+            await link.open_stream("broker", 1883)
+
+    run(main())
+
+
+def test_ladder_climbs_in_order_each_rung_twice_and_resets_on_success():
+    modem = FakeModem()
+    resets = []
+    link = ModemLink(modem, reset_mcu=lambda: resets.append(1))
+    run(link.open_stream("broker", 1883))  # bring-up
+    assert modem.calls[:4] == ["init", "configure", "wait_registered", "activate_pdp"]
+    _fail_and_reopen(link, 2 * len(LADDER))
+    for step in LADDER:
+        assert link.counters[step] == 2, (step, link.counters)
+    assert resets == [1, 1]  # the last rung resets the MCU
+    assert "deactivate_pdp" in modem.calls and "cfun_cycle" in modem.calls
+    assert modem.calls.count("power_cycle") >= 2
+    link.session_up()
+    assert link.failures == 0
+    _fail_and_reopen(link, 1)
+    assert link.counters["reconnect"] == 3  # back at the bottom rung
+    assert "reconnect after test" == link.last_recovery
+
+
+def test_a_modem_that_does_not_answer_is_power_cycled_at_once():
+    modem = FakeModem()
+    link = ModemLink(modem)
+    run(link.open_stream("broker", 1883))
+    modem.at.answers = False  # hung: AT times out
+    modem.calls.clear()
+
+    async def main():
+        link.session_failed("no PINGRESP")
+        try:
+            await link.open_stream("broker", 1883)
+        except Exception:
+            pass  # bring-up after the cycle probes AT again, which still times out
+
+    run(main())
+    assert link.counters["power_cycle"] == 1 and link.counters["reconnect"] == 0
+    assert modem.calls[0] == "power_cycle"

@@ -17,6 +17,7 @@ import pytest
 from host_tools.vboard.modem import ModemSimError, ModemSimulator, Timings, read_transcript
 from host_tools.vboard.modem.network import luhn_valid
 from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered
+from tests.modem_sim_fixtures import modem_sims
 
 DIALECTS = ("sim7600", "a7670", "bg96")
 CORPUS = Path("/work/shared/corpus/at-transcripts")
@@ -33,24 +34,10 @@ BANNERS = {
 
 @pytest.fixture
 def make(tmp_path):
-    """make(dialect, **timings) -> (sim, probe); fast timings, a 20 ms PWRKEY threshold."""
-    made: list[tuple[ModemSimulator, AtProbe]] = []
-
-    def factory(dialect: str, *, baud: int = 115200, **timing: float):
-        timing.setdefault("pwrkey_on_s", 0.02)
-        sim = ModemSimulator(
-            dialect, tmp_path / dialect, baud=baud, timings=Timings.fast(**timing)
-        )
-        sim.start()
-        probe = AtProbe(sim.uart_path, baud=baud)
-        made.append((sim, probe))
-        return sim, probe
-
-    yield factory
-    for sim, probe in made:
-        probe.close()
-        sim.stop()
-        assert not sim.internal_errors, sim.internal_errors[0]
+    """make(dialect, *, baud=115200, **timings) -> (sim, probe), powered off; fast timings,
+    a 20 ms PWRKEY threshold."""
+    with modem_sims(tmp_path) as sims:
+        yield sims.start
 
 
 def lines_of(data: bytes) -> list[str]:

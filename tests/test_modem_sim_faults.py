@@ -6,12 +6,13 @@ import re
 import socket
 import threading
 import time
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 
-from host_tools.vboard.modem import ModemSimulator, Timings
-from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered
+from host_tools.vboard.modem.probe import AtProbe, power_on
+from tests.modem_sim_fixtures import modem_sims
 
 
 @pytest.fixture
@@ -38,26 +39,10 @@ def server():
 
 @pytest.fixture
 def make(tmp_path):
-    made: list[tuple[ModemSimulator, AtProbe]] = []
-
-    def factory(dialect: str, *, boot: bool = True, **timing: float):
-        timing.setdefault("pwrkey_on_s", 0.02)
-        sim = ModemSimulator(dialect, tmp_path / dialect, timings=Timings.fast(**timing))
-        sim.start()
-        probe = AtProbe(sim.uart_path)
-        made.append((sim, probe))
-        if boot:
-            power_on(sim, probe)
-            wait_registered(probe)
-            probe.cmd("ATE0")
-            probe.cmd("AT+CMEE=1")
-        return sim, probe
-
-    yield factory
-    for sim, probe in made:
-        probe.close()
-        sim.stop()
-        assert not sim.internal_errors, sim.internal_errors[0]
+    """make(dialect, *, boot=True, **timings) -> (sim, probe); booted means registered, echo
+    off and numeric +CME errors."""
+    with modem_sims(tmp_path) as sims:
+        yield partial(sims.start, boot=True, setup=("ATE0", "AT+CMEE=1"))
 
 
 def open_socket(dialect: str, probe: AtProbe, port: int) -> None:

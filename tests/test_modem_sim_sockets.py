@@ -12,12 +12,13 @@ import re
 import socket
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from host_tools import broker as broker_mod
-from host_tools.vboard.modem import ModemSimulator, Timings
-from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered
+from host_tools.vboard.modem.probe import AtProbe
+from tests.modem_sim_fixtures import modem_sims
 
 # MQTT 3.1.1 CONNECT, clean session, keepalive 60 s, client id "sim-test" (MQTT 3.1.1 §3.1).
 CONNECT = bytes([0x10, 20]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x08sim-test"
@@ -72,24 +73,9 @@ def echo():
 
 @pytest.fixture
 def make(tmp_path):
-    made: list[tuple[ModemSimulator, AtProbe]] = []
-
-    def factory(dialect: str, **timing: float):
-        timing.setdefault("pwrkey_on_s", 0.02)
-        sim = ModemSimulator(dialect, tmp_path / dialect, timings=Timings.fast(**timing))
-        sim.start()
-        probe = AtProbe(sim.uart_path)
-        made.append((sim, probe))
-        power_on(sim, probe)
-        wait_registered(probe)
-        probe.cmd("ATE0")
-        return sim, probe
-
-    yield factory
-    for sim, probe in made:
-        probe.close()
-        sim.stop()
-        assert not sim.internal_errors, sim.internal_errors[0]
+    """make(dialect, **timings) -> (sim, probe), registered and with echo off."""
+    with modem_sims(tmp_path) as sims:
+        yield partial(sims.start, boot=True, setup=("ATE0",))
 
 
 def simcom_open(probe: AtProbe, port: int, link: int = 0) -> None:
@@ -100,12 +86,21 @@ def simcom_open(probe: AtProbe, port: int, link: int = 0) -> None:
     probe.expect(rf"\r\n\+CIPOPEN: {link},0\r\n".encode())
 
 
-def simcom_send(probe: AtProbe, data: bytes, link: int = 0) -> None:
-    probe.write(f"AT+CIPSEND={link},{len(data)}\r")
-    probe.expect(rb"\r\n>")
+def prompted_send(
+    probe: AtProbe, command: str, prompt: bytes, data: bytes, *answers: bytes
+) -> None:
+    """Send `command`, wait for its data `prompt`, write `data`, then expect each answer."""
+    probe.write(f"{command}\r")
+    probe.expect(prompt)
     probe.write(data)
-    probe.expect(rb"\r\nOK\r\n")
-    probe.expect(rf"\r\n\+CIPSEND: {link},{len(data)},{len(data)}\r\n".encode())
+    for answer in answers:
+        probe.expect(answer)
+
+
+def simcom_send(probe: AtProbe, data: bytes, link: int = 0) -> None:
+    n = len(data)
+    confirmed = rf"\r\n\+CIPSEND: {link},{n},{n}\r\n".encode()
+    prompted_send(probe, f"AT+CIPSEND={link},{n}", rb"\r\n>", data, rb"\r\nOK\r\n", confirmed)
 
 
 def quectel_open(probe: AtProbe, port: int, sock_id: int = 0) -> None:
@@ -116,10 +111,8 @@ def quectel_open(probe: AtProbe, port: int, sock_id: int = 0) -> None:
 
 
 def quectel_send(probe: AtProbe, data: bytes, sock_id: int = 0) -> None:
-    probe.write(f"AT+QISEND={sock_id},{len(data)}\r")
-    probe.expect(rb"\r\n> ")
-    probe.write(data)
-    probe.expect(rb"\r\nSEND OK\r\n")
+    command = f"AT+QISEND={sock_id},{len(data)}"
+    prompted_send(probe, command, rb"\r\n> ", data, rb"\r\nSEND OK\r\n")
 
 
 @pytest.mark.parametrize("dialect", ["sim7600", "a7670"])

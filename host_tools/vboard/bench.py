@@ -6,47 +6,18 @@ The supervisor creates a `Bench`, calls `start()`, and passes the firmware
 Tests and `albatross bench` drive the bench through `control.sock` (`BenchClient`).
 
 Files in the workdir:
-  bench.sock    firmware-facing binary protocol (below)
-  control.sock  JSON lines for tests and tools (below)
+  bench.sock    firmware-facing binary protocol (bench_server.py describes it)
+  control.sock  JSON lines for tests and tools (bench_server.py describes it)
   i2c.log       every I2C transaction, one line each, with wall-clock timestamps
 
-Binary protocol on bench.sock (version 1; all integers big-endian)
-------------------------------------------------------------------
-request  = op u8, length u16, payload[length]
-response = status u8, length u16, payload[length]
-One response per request, in order, on any number of concurrent connections (a firmware
-reboot simply reconnects). status 0 is success; anything else is an errno with the ESP32's
-(newlib's) numbering, so simhal can raise exactly what machine.I2C raises on the chip:
-  19 ENODEV     the addressed device did not ACK (absent, busy, faulted, bad command)
-  116 ETIMEDOUT the bus is stuck (SDA held low) -- note Linux's own ETIMEDOUT is 110
-  22 EINVAL     malformed payload          95 EOPNOTSUPP  unknown op
-  5 EIO         the bench failed internally (a bug; see the supervisor's log)
-Ops (ranges reserved so more peripherals fit without breaking old clients:
-0x00-0x0F link, 0x10-0x1F I2C, 0x20-0x2F ADC, 0x30-0x3F GPIO; UART-like peripherals such
-as the modem and GNSS use ptys, not this socket):
-  0x01 HELLO      ()                                   -> version u8, b"albatross-bench"
-  0x10 I2C_WRITE  bus u8, addr u8, flags u8, data...   -> ()
-  0x11 I2C_READ   bus u8, addr u8, flags u8, n u16     -> data[n]
-  0x12 I2C_SCAN   bus u8                               -> addr u8 per ACKing device
-  0x20 ADC_READ   channel name (UTF-8, e.g. "battery") -> microvolts u32, read_u16 u16
-I2C flags: bit 0 = STOP after the transfer (machine.I2C's stop=True); no other bits yet.
-
-Control protocol on control.sock: one JSON object per line each way.
-  {"cmd": "set", "temperature": 21.5, "humidity": 40, "battery": 3.7}   (any subset)
-  {"cmd": "fault", "name": "i2c_crc", "on": true, "count": 3}
-  {"cmd": "faults"} | {"cmd": "snapshot"} | {"cmd": "log", "last": 20} | {"cmd": "help"}
-  -> {"ok": true, ...} or {"ok": false, "error": "..."}. `add_control()` adds commands.
+This module is the bench's model and Python API; the socket servers are in bench_server.py
+and the control client in bench_client.py (both re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import selectors
-import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -56,33 +27,66 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from host_tools.vboard.bench_client import BenchClient
+from host_tools.vboard.bench_server import (
+    BENCH_SOCKET,
+    CONTROL_SOCKET,
+    EINVAL,
+    EIO,
+    ENODEV,
+    EOPNOTSUPP,
+    ETIMEDOUT,
+    FLAG_STOP,
+    MAX_CONTROL_LINE,
+    MAX_I2C_READ,
+    OK,
+    OP_ADC_READ,
+    OP_HELLO,
+    OP_I2C_READ,
+    OP_I2C_SCAN,
+    OP_I2C_WRITE,
+    OP_PIN_READ,
+    OP_PIN_WRITE,
+    PROTOCOL_VERSION,
+    BenchError,
+    ControlServer,
+    WireServer,
+)
 from host_tools.vboard.sht4x_sim import DEFAULT_ADDRESS, Sht4xSim
+
+# Callers import everything bench-related from here, as before the servers and the client
+# moved out: their names, and the wire protocol's, are re-exported.
+__all__ = [
+    "BENCH_SOCKET",
+    "CONTROL_SOCKET",
+    "EINVAL",
+    "EIO",
+    "ENODEV",
+    "EOPNOTSUPP",
+    "ETIMEDOUT",
+    "FLAG_STOP",
+    "I2C_LOG",
+    "MAX_CONTROL_LINE",
+    "MAX_I2C_READ",
+    "OK",
+    "OP_ADC_READ",
+    "OP_HELLO",
+    "OP_I2C_READ",
+    "OP_I2C_SCAN",
+    "OP_I2C_WRITE",
+    "OP_PIN_READ",
+    "OP_PIN_WRITE",
+    "PROTOCOL_VERSION",
+    "Bench",
+    "BenchClient",
+    "BenchError",
+    "I2cBus",
+    "I2cDevice",
+]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-BENCH_SOCKET = "bench.sock"
-CONTROL_SOCKET = "control.sock"
 I2C_LOG = "i2c.log"
-
-OP_HELLO = 0x01
-OP_I2C_WRITE = 0x10
-OP_I2C_READ = 0x11
-OP_I2C_SCAN = 0x12
-OP_ADC_READ = 0x20
-OP_PIN_WRITE = 0x30  # level u8, pin name (UTF-8)  -> ()
-OP_PIN_READ = 0x31  # pin name (UTF-8)            -> level u8
-
-OK = 0
-EIO = 5
-ENODEV = 19
-EINVAL = 22
-EOPNOTSUPP = 95
-ETIMEDOUT = 116  # ESP32 / newlib value (what the firmware sees on the chip)
-
-FLAG_STOP = 0x01
-MAX_I2C_READ = 4096  # far above any sensor reply; bounds what a buggy client can ask for
-_HEADER = struct.Struct(">BH")
 
 # ESP32 ADC with 11 dB attenuation: readings saturate near 3.1 V (ESP-IDF ADC docs; the
 # linear range is narrower, ~0.15-2.45 V). Modelled as linear 0..3.1 V, clamped there.
@@ -90,17 +94,11 @@ ADC_FULL_SCALE_V = 3.1
 DEFAULT_BATTERY_V = 3.9
 DEFAULT_DIVIDER = 2.0  # 100k/100k, as on LilyGO boards
 
-MAX_CONTROL_LINE = 64 * 1024
-
 # What the SHT4x's 16-bit words can express (datasheet formulas) and what a battery input
 # can plausibly see (a LiPo is 3.0-4.2 V; USB-powered boards read ~5 V).
 TEMPERATURE_RANGE = (-45.0, 130.0)
 HUMIDITY_RANGE = (0.0, 100.0)
 BATTERY_RANGE = (0.0, 10.0)
-
-
-class BenchError(Exception):
-    """An expected failure: bad value, unknown fault or command, bench not reachable."""
 
 
 class I2cDevice(Protocol):
@@ -230,7 +228,8 @@ class Bench:
         self.pin_levels: dict[str, int] = {}
         self._faults: dict[str, _Fault] = {}
         self._add_builtin_faults()
-        self._controls: dict[str, Callable[..., Any]] = {
+        self._control = ControlServer(self.control_path, self._lock)
+        builtin_controls: dict[str, Callable[..., Any]] = {
             "set": lambda **values: {"state": self.set(**values)},
             "fault": self._ctl_fault,
             "faults": lambda: {"faults": self.faults()},
@@ -238,11 +237,11 @@ class Bench:
             "log": lambda last=50: {"transactions": self.transactions(last)},
             "help": self._ctl_help,
         }
+        for name, handler in builtin_controls.items():
+            self._control.add(name, handler)
         self._transactions: deque[dict[str, Any]] = deque(maxlen=log_size)
         self._log_file: Any = None
-        self.wire_stats = {"connections": 0, "clients": 0, "requests": 0, "errors": 0}
-        self._wire = _UnixServer(self.socket_path, self._serve_wire, "bench-wire")
-        self._control = _UnixServer(self.control_path, self._serve_control, "bench-control")
+        self._wire = WireServer(self, self.socket_path, self._lock)
 
     def _sht4x_address(self) -> int:
         info = self.board_info
@@ -552,19 +551,7 @@ class Bench:
                 "socket": str(self.socket_path),
             }
 
-    # -- firmware-facing binary server ----------------------------------------------------
-
-    def handle_frame(self, op: int, payload: bytes) -> tuple[int, bytes]:
-        """One binary request -> (status, payload). Never raises."""
-        try:
-            return self._dispatch(op, payload)
-        except BenchError:
-            return ENODEV, b""
-        except (ValueError, struct.error, UnicodeDecodeError):
-            return EINVAL, b""
-        except Exception:
-            logger.exception("bench: op 0x%02x failed", op)
-            return EIO, b""
+    # -- Python API: GPIO ---------------------------------------------------------------
 
     def add_pin(
         self,
@@ -594,110 +581,29 @@ class Bench:
             level = self.pin_levels.get(name, 0)
         return OK, (read() if read is not None else level)
 
-    def _dispatch(self, op: int, p: bytes) -> tuple[int, bytes]:
-        if op == OP_I2C_WRITE:
-            if len(p) < 3:
-                return EINVAL, b""
-            return self.i2c_write(p[1], p[3:], bus=p[0], stop=bool(p[2] & FLAG_STOP)), b""
-        if op == OP_I2C_READ:
-            if len(p) != 5:
-                return EINVAL, b""
-            n = (p[3] << 8) | p[4]
-            if n > MAX_I2C_READ:
-                return EINVAL, b""
-            return self.i2c_read(p[1], n, bus=p[0], stop=bool(p[2] & FLAG_STOP))
-        if op == OP_I2C_SCAN:
-            if len(p) != 1:
-                return EINVAL, b""
-            return OK, bytes(self.i2c_scan(bus=p[0]))
-        if op == OP_ADC_READ:
-            uv, u16 = self.adc_read(p.decode())
-            return OK, struct.pack(">IH", uv, u16)
-        if op == OP_PIN_WRITE:
-            if len(p) < 2:
-                return EINVAL, b""
-            return self.pin_write(p[1:].decode(), 1 if p[0] else 0), b""
-        if op == OP_PIN_READ:
-            status, level = self.pin_read(p.decode())
-            return status, bytes((level,)) if status == OK else b""
-        if op == OP_HELLO:
-            return OK, bytes((PROTOCOL_VERSION,)) + b"albatross-bench"
-        return EOPNOTSUPP, b""
+    # -- the sockets (bench_server.py) ----------------------------------------------------
 
-    def _serve_wire(self, conn: socket.socket) -> None:
-        with self._lock:
-            self.wire_stats["connections"] += 1
-            self.wire_stats["clients"] += 1
-        try:
-            while True:
-                header = _recv_exact(conn, _HEADER.size)
-                if header is None:
-                    return
-                op, length = _HEADER.unpack(header)
-                payload = _recv_exact(conn, length) if length else b""
-                if payload is None:
-                    return  # the client went away mid-request (e.g. the board reset)
-                status, body = self.handle_frame(op, payload)
-                with self._lock:
-                    self.wire_stats["requests"] += 1
-                    self.wire_stats["errors"] += status not in (OK, ENODEV, ETIMEDOUT)
-                conn.sendall(_HEADER.pack(status, len(body)) + body)
-        except OSError:
-            return  # connection reset by a dying firmware process: not the bench's problem
-        finally:
-            with self._lock:
-                self.wire_stats["clients"] -= 1
+    @property
+    def wire_stats(self) -> dict[str, int]:
+        return self._wire.stats
 
-    # -- control server (JSON lines) ------------------------------------------------------
+    def handle_frame(self, op: int, payload: bytes) -> tuple[int, bytes]:
+        """One binary request -> (status, payload). Never raises."""
+        return self._wire.handle_frame(op, payload)
 
     def add_control(
         self, name: str, handler: Callable[..., Any], *, replace: bool = False
     ) -> None:
         """Add a control command: `handler(**args)` gets the request minus "cmd" and returns
         a dict merged into the reply (or None). BenchError/ValueError -> {"ok": false}."""
-        with self._lock:
-            if name in self._controls and not replace:
-                raise BenchError(f"control command {name!r} already exists")
-            self._controls[name] = handler
+        self._control.add(name, handler, replace=replace)
 
     def handle_request(self, request: object) -> dict[str, Any]:
         """One control request (a decoded JSON object) -> the reply object."""
-        if not isinstance(request, dict):
-            return _error('request must be a JSON object like {"cmd": "snapshot"}')
-        args = dict(request)
-        cmd = args.pop("cmd", None)
-        if not isinstance(cmd, str):
-            return _error('missing "cmd" (a string)')
-        handler = self._controls.get(cmd)
-        if handler is None:
-            return _error(f"unknown command {cmd!r} (known: {', '.join(sorted(self._controls))})")
-        try:
-            result = handler(**args)
-        except (BenchError, ValueError) as e:
-            return _error(str(e))
-        except TypeError as e:
-            return _error(f"bad arguments for {cmd!r}: {e}")
-        except Exception as e:
-            logger.exception("bench: control command %r failed", cmd)
-            return _error(f"internal error in {cmd!r}: {type(e).__name__}: {e}")
-        if result is None:
-            result = {}
-        elif not isinstance(result, dict):
-            result = {"result": result}
-        return {"ok": True, **result}
+        return self._control.handle_request(request)
 
     def handle_line(self, line: bytes) -> bytes:
-        try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
-            reply = _error(f"bad JSON: {e}")
-        else:
-            reply = self.handle_request(request)
-        try:
-            text = json.dumps(reply, default=str)
-        except (TypeError, ValueError) as e:
-            text = json.dumps(_error(f"reply not JSON-serialisable: {e}"))
-        return text.encode() + b"\n"
+        return self._control.handle_line(line)
 
     def _ctl_fault(self, name: object = None, on: object = True, **params: object) -> dict:
         if not isinstance(name, str):
@@ -707,207 +613,10 @@ class Bench:
 
     def _ctl_help(self) -> dict[str, Any]:
         return {
-            "commands": sorted(self._controls),
+            "commands": self._control.commands,
             "settings": {"temperature": "degC", "humidity": "%RH", "battery": "V"},
             "faults": {
                 name: {"params": list(s.params), "doc": s.doc}
                 for name, s in sorted(self._faults.items())
             },
         }
-
-    def _serve_control(self, conn: socket.socket) -> None:
-        rfile = conn.makefile("rb")
-        try:
-            while True:
-                line = rfile.readline(MAX_CONTROL_LINE + 1)
-                if not line:
-                    return
-                if len(line) > MAX_CONTROL_LINE:
-                    msg = f"request longer than {MAX_CONTROL_LINE} bytes"
-                    conn.sendall(json.dumps(_error(msg)).encode() + b"\n")
-                    return  # cannot find the next line boundary reliably: hang up
-                if line.strip():
-                    conn.sendall(self.handle_line(line))
-        except OSError:
-            return
-        finally:
-            rfile.close()
-
-
-def _error(message: str) -> dict[str, Any]:
-    return {"ok": False, "error": message}
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-class _UnixServer:
-    """AF_UNIX stream listener: one thread accepts, one thread per connection.
-
-    stop() wakes the accept loop through a socketpair (portable, no polling), then shuts
-    down open connections so their threads see EOF and end.
-    """
-
-    def __init__(self, path: Path, handle: Callable[[socket.socket], None], name: str) -> None:
-        self.path = path
-        self._handle = handle
-        self._name = name
-        self._sock: socket.socket | None = None
-        self._wake: tuple[socket.socket, socket.socket] | None = None
-        self._thread: threading.Thread | None = None
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        if self._sock is not None:
-            raise BenchError(f"{self.path} is already being served")
-        self._clear_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.path))
-        except OSError as e:
-            sock.close()
-            raise BenchError(
-                f"cannot listen on {self.path}: {e} (AF_UNIX paths must stay under ~100 "
-                "bytes: use a shorter workdir)"
-            ) from None
-        sock.listen(8)
-        self._sock = sock
-        self._wake = socket.socketpair()
-        self._thread = threading.Thread(target=self._accept_loop, name=self._name, daemon=True)
-        self._thread.start()
-
-    def _clear_stale(self) -> None:
-        if not os.path.lexists(self.path):
-            return
-        if not self.path.is_socket():
-            raise BenchError(f"{self.path} exists and is not a socket; not touching it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.path))
-        except OSError:
-            self.path.unlink()  # left behind by a bench that died
-            return
-        finally:
-            probe.close()
-        raise BenchError(f"another bench is already serving {self.path}")
-
-    def _accept_loop(self) -> None:
-        assert self._sock is not None and self._wake is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self._sock, selectors.EVENT_READ)
-        sel.register(self._wake[0], selectors.EVENT_READ)
-        try:
-            while True:
-                for key, _ in sel.select():
-                    if key.fileobj is self._wake[0]:
-                        return
-                    try:
-                        conn, _ = self._sock.accept()
-                    except OSError:
-                        continue
-                    t = threading.Thread(
-                        target=self._run, args=(conn,), name=f"{self._name}-conn", daemon=True
-                    )
-                    with self._lock:
-                        self._conns[conn] = t
-                    t.start()
-        finally:
-            sel.close()
-
-    def _run(self, conn: socket.socket) -> None:
-        try:
-            self._handle(conn)
-        except Exception:
-            logger.exception("bench: %s connection handler failed", self._name)
-        finally:
-            with self._lock:
-                self._conns.pop(conn, None)
-            conn.close()
-
-    def stop(self) -> None:
-        if self._sock is None:
-            return
-        assert self._wake is not None and self._thread is not None
-        self._wake[1].send(b"x")
-        self._thread.join(timeout=5)
-        self._sock.close()
-        for s in self._wake:
-            s.close()
-        self._sock = self._wake = None
-        with self._lock:
-            conns = list(self._conns.items())
-        for conn, _ in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for _, t in conns:
-            t.join(timeout=5)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-class BenchClient:
-    """Talks to a running bench's control socket (from tests, `albatross bench`, scripts)."""
-
-    def __init__(self, target: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        """`target`: the vboard's workdir, or the control socket's path."""
-        p = Path(target)
-        if p.is_dir() or not (p.is_socket() or p.suffix == ".sock"):
-            p = p / CONTROL_SOCKET
-        self.path = p
-        self.timeout = timeout
-
-    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
-        """Send one command; return the reply without "ok". Raises BenchError."""
-        request = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(self.timeout)
-                s.connect(str(self.path))
-                s.sendall(request)
-                with s.makefile("rb") as f:
-                    line = f.readline(MAX_CONTROL_LINE * 16)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise BenchError(f"no bench at {self.path}: is the virtual board running?") from None
-        except TimeoutError:
-            msg = f"bench at {self.path} did not answer in {self.timeout:g} s"
-            raise BenchError(msg) from None
-        except OSError as e:
-            raise BenchError(f"bench at {self.path}: {e}") from None
-        if not line:
-            raise BenchError(f"bench at {self.path} closed the connection without a reply")
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise BenchError(f"bench at {self.path} sent a bad reply: {line[:200]!r}") from None
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            error = reply.get("error") if isinstance(reply, dict) else None
-            raise BenchError(error or f"bench refused {cmd!r}")
-        reply.pop("ok")
-        return reply
-
-    def set(self, **values: float) -> dict[str, Any]:
-        return self.call("set", **values)
-
-    def fault(self, name: str, on: bool = True, **params: Any) -> dict[str, Any]:
-        return self.call("fault", name=name, on=on, **params)
-
-    def faults(self) -> dict[str, Any]:
-        return self.call("faults")["faults"]
-
-    def snapshot(self) -> dict[str, Any]:
-        return self.call("snapshot")
-
-    def transactions(self, last: int = 50) -> list[dict[str, Any]]:
-        return self.call("log", last=last)["transactions"]

@@ -102,6 +102,10 @@ class BoardStats:
     resets: dict[str, int] = field(default_factory=dict)
     last_reset: str = "power_on"
     unexpected_exits: int = 0
+    programs: int = 0
+    erases: int = 0
+    power_cuts: int = 0
+    erases_per_block: dict[int, int] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -128,6 +132,10 @@ class Supervisor:
         self.extra_env = dict(env or {})
         self.crash_reboot_ms = crash_reboot_ms
         self.echo = echo
+        # Cut the power at the N-th flash program/erase of the next boot (0 = never); it
+        # applies once, the board then boots again with the power left on.
+        self.cut_after = 0
+        self.cut_off_s = 0.05
         self.micropython = find_micropython()
         self.stats = BoardStats()
         self.console_log_path = self.workdir / "console.log"
@@ -211,6 +219,13 @@ class Supervisor:
                 "resets": dict(self.stats.resets),
                 "last_reset": self.stats.last_reset,
                 "unexpected_exits": self.stats.unexpected_exits,
+                "flash": {
+                    "programs": self.stats.programs,
+                    "erases": self.stats.erases,
+                    "max_erases_per_block": max(self.stats.erases_per_block.values(),
+                                                default=0),
+                },
+                "power_cuts": self.stats.power_cuts,
                 "heap": self.heap,
                 "image": str(self.image),
             }
@@ -323,6 +338,7 @@ class Supervisor:
             ALBATROSS_CTL_FD=str(ctl_w),
             ALBATROSS_ACK_FD=str(ack_r),
             ALBATROSS_CRASH_REBOOT_MS=str(self.crash_reboot_ms),
+            ALBATROSS_CUT_AFTER=str(self.cut_after),
         )
         cmd = [self.micropython, "-X", f"heapsize={self.heap}", str(ROM_DIR / "_vboot.py")]
         self._child = subprocess.Popen(
@@ -448,6 +464,18 @@ class Supervisor:
             ms = int(arg or b"0")
             self._event(f"deep sleep {ms} ms")
             self._restart(DEEPSLEEP_RESET, "friendly", delay=ms / 1000 if ms else 3600.0)
+        elif kind == b"p":
+            self.stats.programs += 1
+        elif kind == b"e":
+            self.stats.erases += 1
+            block = int(arg)
+            self.stats.erases_per_block[block] = self.stats.erases_per_block.get(block, 0) + 1
+        elif kind == b"X":
+            # The flash's N-th write was the last thing before the power went: a cut.
+            self.stats.power_cuts += 1
+            self.cut_after = 0
+            self._event(f"power cut at flash operation {arg.decode()}")
+            self._restart(PWRON_RESET, "friendly", delay=self.cut_off_s)
         elif kind == b"w":
             self._wdt_timeout = int(arg) / 1000
             self._wdt_deadline = time.monotonic() + self._wdt_timeout

@@ -250,6 +250,28 @@ class Reply:
         return bytes(self.body) + frame_final(code, self.verbose)
 
 
+def answered_test_form(cmd: Command, reply: Reply, *test_lines: str) -> bool:
+    """For a command used only in its set form: True once the test form is answered with
+    `test_lines` (nothing more to do), False for the set form; the other forms are ERROR."""
+    if cmd.kind == "test":
+        reply.info(*test_lines)
+        return True
+    if cmd.kind != "set":
+        raise CommandError(cmd.text)
+    return False
+
+
+def send_request(cmd: Command, reply: Reply, test_line: str) -> tuple[int, int] | None:
+    """AT+CIPSEND / AT+QISEND=<link>,<length> -> (link, length); None once the test form is
+    answered. Other forms, and sends ended by Ctrl-Z (no length), are ERROR: the simulator
+    only does fixed-length sends."""
+    if answered_test_form(cmd, reply, test_line):
+        return None
+    if len(cmd.args) < 2:
+        raise CommandError(cmd.text)
+    return cmd.int_arg(0), cmd.int_arg(1)
+
+
 def frame_final(code: str, verbose: bool = True) -> bytes:
     if verbose:
         return b"\r\n" + code.encode("latin-1") + b"\r\n"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .commands import CmeError, Command, CommandError, Reply
 from .core import PENDING, Settings
 from .network import REGISTERED, format_cclk, make_iccid, make_imei
-from .sockets import HostLink
+from .sockets import CONNECTED, HostLink
 
 if TYPE_CHECKING:
     from .core import Modem
@@ -302,14 +302,7 @@ class Dialect:
             return None
         if m.settings.cfun != 1 or m.sim != "ready":
             raise CmeError(30)
-
-        def done(ok: bool) -> None:
-            if ok:
-                m.resume()
-            else:
-                m.resume(error=30)
-
-        m.wait_attach(done)
+        m.wait_attach(self._resume_ok_or_no_service)
         return PENDING
 
     # -- PDP context -------------------------------------------------------------------
@@ -358,14 +351,14 @@ class Dialect:
             raise CmeError(50)
         if m.pdp_active:
             return None
+        return self.activate_pdp(self._resume_ok_or_no_service)
 
-        def done(ok: bool) -> None:
-            if ok:
-                m.resume()
-            else:
-                m.resume(error=30)
-
-        return self.activate_pdp(done)
+    def _resume_ok_or_no_service(self, ok: bool) -> None:
+        """Answer a pending +CGATT=1 / +CGACT=1: OK, or +CME ERROR 30 (no network service)."""
+        if ok:
+            self.m.resume()
+        else:
+            self.m.resume(error=30)
 
     def activate_pdp(self, done: Callable[[bool], None]) -> object:
         """Bring the data context up after the network's PDP delay; `done(ok)` then."""
@@ -471,6 +464,31 @@ class Dialect:
 
     def registered_ok(self) -> bool:
         return self.m.stat in REGISTERED
+
+    def open_reporter(
+        self, urc: str, errors: dict[str, int], other: int
+    ) -> Callable[[HostLink, str], None]:
+        """The `done` for Modem.open_link that announces the outcome as "<urc>: <link>,<err>":
+        0 when connected, else the dialect's code for the outcome (`other` if it has none)."""
+
+        def done(link: HostLink, outcome: str) -> None:
+            err = 0 if outcome == CONNECTED else errors.get(outcome, other)
+            self.m.urc(f"{urc}: {link.link_id},{err}")
+
+        return done
+
+    def collect_send(
+        self, link: HostLink, length: int, answer: Callable[[bool], None], *, echo: bool
+    ) -> object:
+        """Prompt for `length` bytes and send them on `link` if it is still open and still
+        the link of its number; then `answer(sent)` gives the dialect's final result."""
+        m = self.m
+
+        def sent(data: bytes) -> None:
+            answer(link.state == "open" and m.links.get(link.link_id) is link and link.send(data))
+
+        m.prompt(self.send_prompt, length, sent, echo=echo)
+        return PENDING
 
 
 def _flag(value: str) -> bool:

@@ -33,10 +33,10 @@ bytes; transparent mode (2) is not simulated (ERROR).
 
 from __future__ import annotations
 
-from .commands import CmeError, Command, CommandError, Reply
+from .commands import CmeError, Command, CommandError, Reply, answered_test_form, send_request
 from .common import Dialect, at
 from .core import PENDING
-from .sockets import CONNECTED, DNS_FAILED, TIMED_OUT, HostLink
+from .sockets import DNS_FAILED, TIMED_OUT, HostLink
 
 MAX_SOCKETS = 12  # connectID 0..11
 MAX_SEND = 1460
@@ -133,11 +133,8 @@ class Bg96(Dialect):
 
     @at("+QCFG")
     def c_qcfg(self, cmd: Command, reply: Reply) -> None:
-        if cmd.kind == "test":
-            reply.info(*(f'+QCFG: "{key}"' for key in self.qcfg_defaults))
+        if answered_test_form(cmd, reply, *(f'+QCFG: "{key}"' for key in self.qcfg_defaults)):
             return
-        if cmd.kind != "set":
-            raise CommandError(cmd.text)
         key = cmd.str_arg(0).lower()
         if len(cmd.args) == 1:
             value = self._qcfg(key)
@@ -177,11 +174,9 @@ class Bg96(Dialect):
     @at("+QICSGP")
     def c_qicsgp(self, cmd: Command, reply: Reply) -> None:
         contexts = self.m.settings.qicsgp
-        if cmd.kind == "test":
-            reply.info('+QICSGP: (1-16),(1-3),"APN","USERNAME","PASSWORD",(0-3)')
+        test = '+QICSGP: (1-16),(1-3),"APN","USERNAME","PASSWORD",(0-3)'
+        if answered_test_form(cmd, reply, test):
             return
-        if cmd.kind != "set":
-            raise CommandError(cmd.text)
         cid = cmd.int_arg(0)
         if not 1 <= cid <= 16:
             raise CmeError(50)
@@ -241,11 +236,9 @@ class Bg96(Dialect):
     @at("+QIOPEN")
     def c_qiopen(self, cmd: Command, reply: Reply) -> None:
         m = self.m
-        if cmd.kind == "test":
-            reply.info('+QIOPEN: (1-16),(0-11),"TCP/UDP/TCP LISTENER/UDP SERVICE",,,,(0-2)')
+        test = '+QIOPEN: (1-16),(0-11),"TCP/UDP/TCP LISTENER/UDP SERVICE",,,,(0-2)'
+        if answered_test_form(cmd, reply, test):
             return
-        if cmd.kind != "set":
-            raise CommandError(cmd.text)
         cid = cmd.int_arg(0)
         sock_id = cmd.int_arg(1)
         proto = cmd.str_arg(2).upper()
@@ -264,26 +257,18 @@ class Bg96(Dialect):
             m.later(m.timings.socket_open_s, lambda: m.urc(f"+QIOPEN: {sock_id},561"))
             return
 
-        def done(link: HostLink, outcome: str) -> None:
-            if outcome == CONNECTED:
-                m.urc(f"+QIOPEN: {link.link_id},0")
-            else:
-                m.urc(f"+QIOPEN: {link.link_id},{QIOPEN_ERR.get(outcome, 566)}")
-
         link = HostLink(sock_id, host, port)
         link.access_mode = mode
+        done = self.open_reporter("+QIOPEN", QIOPEN_ERR, 566)
         m.open_link(link, done, m.timings.socket_open_s)
 
     @at("+QISEND")
     def c_qisend(self, cmd: Command, reply: Reply) -> object:
         m = self.m
-        if cmd.kind == "test":
-            reply.info("+QISEND: (0-11),(0-1460)")
+        request = send_request(cmd, reply, "+QISEND: (0-11),(0-1460)")
+        if request is None:
             return None
-        if cmd.kind != "set" or len(cmd.args) < 2:
-            raise CommandError(cmd.text)  # Ctrl-Z terminated sends are not simulated
-        sock_id = cmd.int_arg(0)
-        length = cmd.int_arg(1)
+        sock_id, length = request
         link = m.links.get(sock_id)
         if link is None:
             raise CommandError(cmd.text)
@@ -293,13 +278,11 @@ class Bg96(Dialect):
         if link.state != "open" or not 1 <= length <= MAX_SEND:
             raise CommandError(cmd.text)
 
-        def sent(data: bytes) -> None:
-            ok = link.state == "open" and m.links.get(sock_id) is link and link.send(data)
-            m.resume("SEND OK" if ok else "SEND FAIL")
+        def answer(sent: bool) -> None:
+            m.resume("SEND OK" if sent else "SEND FAIL")
 
         echo = m.settings.echo and m.settings.qisde == 1
-        m.prompt(self.send_prompt, length, sent, echo=echo)
-        return PENDING
+        return self.collect_send(link, length, answer, echo=echo)
 
     @at("+QISDE")
     def c_qisde(self, cmd: Command, reply: Reply) -> None:

@@ -41,10 +41,10 @@ payloads after '>' are not echoed; automatic receive mode (CIPRXGET=0) pushes
 
 from __future__ import annotations
 
-from .commands import CmeError, Command, CommandError, Reply
+from .commands import CmeError, Command, CommandError, Reply, answered_test_form, send_request
 from .common import Dialect, at
 from .core import PENDING, POWERING_DOWN
-from .sockets import CONNECTED, DNS_FAILED, TIMED_OUT, HostLink
+from .sockets import DNS_FAILED, TIMED_OUT, HostLink
 
 MAX_LINKS = 10  # link numbers 0..9
 MAX_SEND = 1500  # AT+CIPSEND length limit
@@ -90,30 +90,30 @@ class Sim7600(Dialect):
         "+CMGF",
         "+CNMI",
     )
+    gcap = "+GCAP: +CGSM"  # the last line of ATI
 
     def __init__(self, seed: str) -> None:
         super().__init__(seed)
         self._netopen_gen = 0
 
-    def ati_lines(self) -> list[str]:
+    def identity_lines(
+        self, before_imei: tuple[str, ...], after_imei: tuple[str, ...]
+    ) -> list[str]:
+        """The "Name: value" identity block that ATI and AT+SIMCOMATI print."""
         return [
             f"Manufacturer: {self.manufacturer}",
             f"Model: {self.model}",
             f"Revision: {self.revision}",
+            *before_imei,
             f"IMEI: {self.imei}",
-            "+GCAP: +CGSM",
+            *after_imei,
         ]
 
+    def ati_lines(self) -> list[str]:
+        return self.identity_lines((), (self.gcap,))
+
     def simcomati_lines(self) -> list[str]:
-        return [
-            f"Manufacturer: {self.manufacturer}",
-            f"Model: {self.model}",
-            f"Revision: {self.revision}",
-            "QCN: ",
-            f"IMEI: {self.imei}",
-            "MEID: ",
-            "+GCAP: +CGSM",
-        ]
+        return self.identity_lines(("QCN: ",), ("MEID: ", "+GCAP: +CGSM"))
 
     def revision_line(self) -> str:
         return f"+CGMR: {self.revision}"
@@ -271,11 +271,8 @@ class Sim7600(Dialect):
         if cmd.kind == "read":
             reply.info(f"+CIPRXGET: {m.settings.ciprxget}")
             return
-        if cmd.kind == "test":
-            reply.info("+CIPRXGET: (0-4),(0-9),(1-1500)")
+        if answered_test_form(cmd, reply, "+CIPRXGET: (0-4),(0-9),(1-1500)"):
             return
-        if cmd.kind != "set":
-            raise CommandError(cmd.text)
         mode = cmd.int_arg(0)
         if mode in (0, 1) and len(cmd.args) == 1:
             m.settings.ciprxget = mode
@@ -317,11 +314,8 @@ class Sim7600(Dialect):
                     lines.append(f"+CIPOPEN: {i}")
             reply.info(*lines)
             return
-        if cmd.kind == "test":
-            reply.info('+CIPOPEN: (0-9),("TCP","UDP")')
+        if answered_test_form(cmd, reply, '+CIPOPEN: (0-9),("TCP","UDP")'):
             return
-        if cmd.kind != "set":
-            raise CommandError(cmd.text)
         link_id = cmd.int_arg(0)
         proto = cmd.str_arg(1).upper()
         if not 0 <= link_id < MAX_LINKS or proto not in ("TCP", "UDP"):
@@ -342,36 +336,25 @@ class Sim7600(Dialect):
             raise CommandError(cmd.text)
         if old is not None:
             m.close_link(old)
-
-        def done(link: HostLink, outcome: str) -> None:
-            if outcome == CONNECTED:
-                m.urc(f"+CIPOPEN: {link.link_id},0")
-            else:
-                m.urc(f"+CIPOPEN: {link.link_id},{CIPOPEN_ERR.get(outcome, 1)}")
-
+        done = self.open_reporter("+CIPOPEN", CIPOPEN_ERR, 1)
         m.open_link(HostLink(link_id, host, port), done, m.timings.socket_open_s)
 
     @at("+CIPSEND")
     def c_cipsend(self, cmd: Command, reply: Reply) -> object:
         m = self.m
-        if cmd.kind == "test":
-            reply.info("+CIPSEND: (0-9),(1-1500)")
+        request = send_request(cmd, reply, "+CIPSEND: (0-9),(1-1500)")
+        if request is None:
             return None
-        if cmd.kind != "set" or len(cmd.args) < 2:
-            raise CommandError(cmd.text)  # Ctrl-Z terminated sends are not simulated
-        link_id = cmd.int_arg(0)
-        length = cmd.int_arg(1)
+        link_id, length = request
         link = m.links.get(link_id)
         if link is None or link.state != "open" or not 1 <= length <= MAX_SEND:
             raise CommandError(cmd.text)
 
-        def sent(data: bytes) -> None:
-            ok = link.state == "open" and m.links.get(link_id) is link and link.send(data)
+        def answer(sent: bool) -> None:
             m.resume("OK")
-            m.urc(f"+CIPSEND: {link_id},{length},{length if ok else -1}")
+            m.urc(f"+CIPSEND: {link_id},{length},{length if sent else -1}")
 
-        m.prompt(self.send_prompt, length, sent, echo=False)
-        return PENDING
+        return self.collect_send(link, length, answer, echo=False)
 
     @at("+CIPCLOSE")
     def c_cipclose(self, cmd: Command, reply: Reply) -> None:
@@ -408,24 +391,10 @@ class A7670(Sim7600):
         (4.52, "SMS DONE", "sim_ok"),
         (7.92, "PB DONE", "sim_ok"),
     ]
-
-    def ati_lines(self) -> list[str]:
-        return [
-            f"Manufacturer: {self.manufacturer}",
-            f"Model: {self.model}",
-            f"Revision: {self.revision}",
-            f"IMEI: {self.imei}",
-            "+GCAP: +CGSM,+FCLASS,+DS",
-        ]
+    gcap = "+GCAP: +CGSM,+FCLASS,+DS"
 
     def simcomati_lines(self) -> list[str]:
-        return [
-            f"Manufacturer: {self.manufacturer}",
-            f"Model: {self.model}",
-            f"Revision: {self.revision}",
-            "A7670M7_B01V01_240105",
-            f"IMEI: {self.imei}",
-        ]
+        return self.identity_lines(("A7670M7_B01V01_240105",), ())
 
     def on_registered(self) -> None:
         self.m.urc("+CGEV: EPS PDN ACT 1")

@@ -1,7 +1,11 @@
 # A flash chip for littlefs: a file-backed block device with the extended block protocol
 # (readblocks/writeblocks with an offset, ioctl erase) that MicroPython's VfsLfs2 drives on
-# an ESP32. It counts programs and erases (flash wear) for the supervisor to report.
+# an ESP32. Every program and erase is reported to the supervisor (flash wear, per block),
+# and the power can be cut at the N-th of them: that operation never reaches the flash and
+# the process is killed, as a brown-out would (ALBATROSS_CUT_AFTER=N, counted from boot).
 import os
+
+import _vctl
 
 BP_IOCTL_INIT = 1
 BP_IOCTL_DEINIT = 2
@@ -20,6 +24,15 @@ class FileBlockDevice:
         self.programs = 0
         self.erases = 0
         self._erased = b"\xff" * block_size
+        self._ops = 0
+        self._cut_after = int(os.getenv("ALBATROSS_CUT_AFTER") or 0)
+
+    def _operation(self, kind, block):
+        """Count one program or erase; cut the power instead of doing the N-th."""
+        self._ops += 1
+        if self._ops == self._cut_after:
+            _vctl.request(b"X%s%d" % (kind, block))  # killed here: the write never happens
+        _vctl.send(b"%s%d" % (kind, block))
 
     def readblocks(self, block, buf, offset=0):
         self._f.seek(block * self.block_size + offset)
@@ -33,6 +46,7 @@ class FileBlockDevice:
             for i in range(len(buf) // self.block_size):
                 self.ioctl(BP_IOCTL_BLK_ERASE, block + i)
             offset = 0
+        self._operation(b"p", block)
         self._f.seek(block * self.block_size + offset)
         self._f.write(buf)
         self._f.flush()
@@ -44,6 +58,7 @@ class FileBlockDevice:
         if op == BP_IOCTL_BLK_SIZE:
             return self.block_size
         if op == BP_IOCTL_BLK_ERASE:
+            self._operation(b"e", arg)
             self._f.seek(arg * self.block_size)
             self._f.write(self._erased)
             self._f.flush()

@@ -137,9 +137,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from host_tools.monitor import monitor
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops it like Ctrl-C: --check still reports
 
-    return monitor(args.broker, seconds=args.seconds, as_json=args.json)
+    signal.signal(signal.SIGTERM, interrupt)
+    if not args.check:
+        from host_tools.monitor import monitor
+
+        if args.first_seq is not None:
+            raise ValueError("--first-seq needs --check")
+        return monitor(args.broker, seconds=args.seconds, until_idle=args.idle,
+                       as_json=args.json)
+
+    from host_tools.delivery_check import check
+
+    def subscribed() -> None:
+        print(f"monitor: checking telemetry from {args.broker}", file=sys.stderr, flush=True)
+
+    tally = check(args.broker, seconds=args.seconds, until_idle=args.idle,
+                  first_seq=args.first_seq, on_subscribed=subscribed)
+    if args.json:
+        print(json.dumps(tally.report(), sort_keys=True), flush=True)
+    else:
+        print(tally.format_report(), flush=True)
+    return 0 if tally.ok else 1
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -181,10 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer runs, 20 s soaks")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("monitor", help="print telemetry and status from a broker")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    p.add_argument("--seconds", type=float)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "monitor",
+        help="print telemetry and status from a broker, or check delivery (--check)",
+        description="Print one line per message (per record of a telemetry batch), or with "
+                    "--check dedupe telemetry by (device, seq) and report per device what "
+                    "arrived, duplicates and gaps (missing sequence numbers).",
+        epilog="exit status with --check: 0 when no device has gaps; 1 when any device has "
+               "gaps, a seq carried two different readings, or no telemetry arrived; "
+               "2 when the broker cannot be reached.",
+    )
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default: %(default)s")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    p.add_argument("--idle", type=float, metavar="S",
+                   help="stop when no message came for S seconds (since subscribing)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per message; with --check the report as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="subscribe to albatross/+/telemetry and print a delivery report at "
+                        "the end")
+    p.add_argument("--first-seq", type=int, metavar="N",
+                   help="with --check: devices start at seq N, so a missing head is a gap")
     p.set_defaults(func=cmd_monitor)
     return parser
 

@@ -1,4 +1,5 @@
-"""Watch what trackers send to a broker: one readable line per message."""
+"""Watch what trackers send to a broker: one readable line per message (per record of a
+telemetry batch)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ TOPICS = "albatross/#"
 
 
 def format_message(topic: str, payload: bytes) -> str:
-    """A line a person can read at a glance; unknown payloads are shown raw."""
+    """A line a person can read at a glance (one per record for a batch); unknown payloads
+    are shown raw."""
+    return "\n".join(format_lines(topic, payload))
+
+
+def format_lines(topic: str, payload: bytes) -> list[str]:
+    """format_message as a list: one line per message, or per record of a telemetry batch
+    (`{"device_id", "records": [record, ...]}`)."""
     parts = topic.split("/")
     device = parts[1] if len(parts) > 2 else "?"
     kind = "/".join(parts[2:])
@@ -23,21 +31,39 @@ def format_message(topic: str, payload: bytes) -> str:
     try:
         body = json.loads(payload)
     except ValueError:
-        return f"{stamp} {device:<12} {kind:<10} {payload[:80]!r}"
+        return [f"{stamp} {device:<12} {kind:<10} {payload[:80]!r}"]
     if kind == "telemetry" and isinstance(body, dict):
-        if body.get("sensor_error"):
-            values = f"sensor error: {body['sensor_error']}"
-        else:
-            values = f"T={_num(body.get('temperature'), '.2f')} °C  " \
-                     f"RH={_num(body.get('humidity'), '.1f')} %"
-        return (f"{stamp} {device:<12} telemetry  #{body.get('seq')}  {values}  "
-                f"battery={_num(body.get('battery'), '.2f')} V")
+        records = body.get("records")
+        if not isinstance(records, list):
+            return [_telemetry_line(stamp, device, body, "")]
+        if not records:
+            return [f"{stamp} {device:<12} telemetry  empty batch"]
+        n = len(records)
+        return [
+            _telemetry_line(stamp, device, rec, f"  [{i}/{n}]")
+            if isinstance(rec, dict)
+            else f"{stamp} {device:<12} telemetry  [{i}/{n}] not a record: {rec!r:.60}"
+            for i, rec in enumerate(records, 1)
+        ]
     if kind == "status" and isinstance(body, dict):
         extra = ""
         if body.get("state") == "online":
             extra = f"  fw {body.get('fw')}  reset: {body.get('reset_cause')}"
-        return f"{stamp} {device:<12} status     {body.get('state')}{extra}"
-    return f"{stamp} {device:<12} {kind:<10} {json.dumps(body)[:100]}"
+        return [f"{stamp} {device:<12} status     {body.get('state')}{extra}"]
+    return [f"{stamp} {device:<12} {kind:<10} {json.dumps(body)[:100]}"]
+
+
+def _telemetry_line(stamp: str, device: str, rec: dict, where: str) -> str:
+    if rec.get("sensor_error"):
+        values = f"sensor error: {rec['sensor_error']}"
+    else:
+        values = (
+            f"T={_num(rec.get('temperature'), '.2f')} °C  RH={_num(rec.get('humidity'), '.1f')} %"
+        )
+    return (
+        f"{stamp} {device:<12} telemetry  #{rec.get('seq')}  {values}  "
+        f"battery={_num(rec.get('battery'), '.2f')} V{where}"
+    )
 
 
 def _num(value: object, fmt: str) -> str:
@@ -68,22 +94,67 @@ def subscribe(
     return client
 
 
-def monitor(url: str, *, seconds: float | None = None, as_json: bool = False) -> int:
-    def show(topic: str, payload: bytes) -> None:
-        if as_json:
-            print(json.dumps({"topic": topic, "payload": payload.decode(errors="replace")}),
-                  flush=True)
-        else:
-            print(format_message(topic, payload), flush=True)
+def listen(
+    url: str,
+    on_message: Callable[[str, bytes], None],
+    *,
+    topic: str = TOPICS,
+    seconds: float | None = None,
+    until_idle: float | None = None,
+    on_subscribed: Callable[[], None] | None = None,
+) -> None:
+    """Call on_message(topic, payload) for each message until `seconds` have passed, no
+    message came for `until_idle` seconds (counted from the subscription on), or Ctrl-C."""
+    wake = threading.Condition()
+    last = time.monotonic()
 
-    client = subscribe(url, show)
-    try:
-        done = threading.Event()
+    def handle(msg_topic: str, payload: bytes) -> None:
+        nonlocal last
         try:
-            done.wait(seconds)
-        except KeyboardInterrupt:
-            pass
+            on_message(msg_topic, payload)
+        finally:
+            with wake:
+                last = time.monotonic()
+                wake.notify_all()
+
+    client = subscribe(url, handle, topic)
+    try:
+        started = last = time.monotonic()
+        if on_subscribed is not None:
+            on_subscribed()
+        with wake:
+            while True:
+                deadlines = []
+                if seconds is not None:
+                    deadlines.append(started + seconds)
+                if until_idle is not None:
+                    deadlines.append(last + until_idle)
+                left = min(deadlines) - time.monotonic() if deadlines else 1.0
+                if left <= 0:
+                    break
+                wake.wait(min(left, 1.0))  # short waits keep Ctrl-C responsive
+    except KeyboardInterrupt:
+        pass
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def monitor(
+    url: str,
+    *,
+    seconds: float | None = None,
+    until_idle: float | None = None,
+    as_json: bool = False,
+) -> int:
+    def show(topic: str, payload: bytes) -> None:
+        if as_json:
+            print(
+                json.dumps({"topic": topic, "payload": payload.decode(errors="replace")}),
+                flush=True,
+            )
+        else:
+            print(format_message(topic, payload), flush=True)
+
+    listen(url, show, seconds=seconds, until_idle=until_idle)
     return 0

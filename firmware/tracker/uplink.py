@@ -4,7 +4,7 @@ import json
 
 from tracker import log
 from tracker.aio import asyncio, wait_for_ms
-from tracker.at import ModemError
+from tracker.errors import ModemError
 from tracker.mqtt import MqttClient, MqttError
 
 _TAG = "uplink"

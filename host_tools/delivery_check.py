@@ -185,6 +185,11 @@ class DeliveryCheck:
             tally = self.devices[device_id] = DeviceTally(device_id, first)
         return tally
 
+    def seqs(self, device_id: str) -> set[int]:
+        """The sequence numbers received so far from one device."""
+        tally = self.devices.get(device_id)
+        return set(tally.seen) if tally else set()
+
     def feed(self, topic: str, payload: bytes) -> list[Record]:
         """Take one MQTT message; return its records not seen before, in payload order.
 

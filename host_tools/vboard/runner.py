@@ -70,6 +70,7 @@ class VirtualBoard:
         echo: Callable[[bytes], None] | None = None,
         modem: str | None = "board",
         modem_timings: Timings | None = None,
+        cut_after: int = 0,
     ) -> None:
         """modem: a simulator dialect (sim7600, a7670, bg96), "none" for the host's TCP
         instead of a modem, or "board" for what the board's board.json says."""
@@ -97,6 +98,7 @@ class VirtualBoard:
             self.board_info["modem"] = dict(self.board_info.get("modem") or {}, family=modem)
         self.modem = modem
         self.modem_timings = modem_timings
+        self.cut_after = cut_after  # cut the power at this flash operation of the first boot
         self.modem_sim: ModemSimulator | None = None
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
@@ -148,6 +150,7 @@ class VirtualBoard:
         )
         self.bench.add_control("power", lambda on=True, **_: (
             sv.power_on() if on else sv.power_off()) or {})
+        sv.cut_after = self.cut_after
         sv.start()
         return self
 

@@ -24,9 +24,12 @@ _ids = itertools.count(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--target", default="vboard", choices=("vboard", "serial"),
-                     help="what the HIL tests run against")
-
+    parser.addoption(
+        "--target",
+        default="vboard",
+        choices=("vboard", "serial"),
+        help="what the HIL tests run against",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,13 +71,19 @@ class VboardFactory:
         self.test_name = test_name
         self.boards: list[VirtualBoard] = []
 
-    def __call__(self, *, interval: int = 1, modem: str = "none", **kwargs: object) -> VirtualBoard:
+    def __call__(
+        self, *, interval: float = 1, modem: str = "none", **kwargs: object
+    ) -> VirtualBoard:
         """A started vboard. modem: "none" (host TCP) or a simulator dialect, which runs with
         Timings.fast() so a test waits seconds, not a real modem's minutes."""
         n = next(_ids)
         device_id = str(kwargs.pop("device_id", f"hil-{n}"))
-        config = {"broker_host": self.broker.host, "broker_port": self.broker.port,
-                  "device_id": device_id, "interval_s": interval}
+        config = {
+            "broker_host": self.broker.host,
+            "broker_port": self.broker.port,
+            "device_id": device_id,
+            "interval_s": interval,
+        }
         config.update(kwargs.pop("config", {}))  # type: ignore[arg-type]
         # Short: the bench's AF_UNIX sockets live here (paths < ~100 bytes); the test's name
         # goes into a file beside the logs instead.
@@ -83,8 +92,7 @@ class VboardFactory:
         (workdir / "test.txt").write_text(self.test_name + "\n")
         if modem != "none":
             kwargs.setdefault("modem_timings", Timings.fast())
-        vb = VirtualBoard(name=device_id, workdir=workdir, config=config, modem=modem,
-                          **kwargs)  # type: ignore[arg-type]
+        vb = VirtualBoard(name=device_id, workdir=workdir, config=config, modem=modem, **kwargs)  # type: ignore[arg-type]
         vb.device_id = device_id  # type: ignore[attr-defined]
         vb.start()
         self.boards.append(vb)

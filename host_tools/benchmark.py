@@ -35,8 +35,9 @@ def _wait_console(vb: VirtualBoard, text: str, timeout: float) -> float:
 
 def boot_baseline(work: Path, runs: int) -> list[float]:
     """Seconds from start() to a main.py that only prints: process + flash mount + boot."""
-    image = img.build_image(work / "baseline.img", board="unix_sim",
-                            extra=[("main.py", b'print("baseline: ready")\n')])
+    image = img.build_image(
+        work / "baseline.img", board="unix_sim", extra=[("main.py", b'print("baseline: ready")\n')]
+    )
     out = []
     for n in range(runs):
         vb = VirtualBoard(name=f"base{n}", workdir=work / f"base{n}", image=image)
@@ -51,19 +52,28 @@ def boot_baseline(work: Path, runs: int) -> list[float]:
 
 def idle_heap(work: Path) -> int:
     """Live heap of an idle board (ROM + REPL), after a collection."""
-    image = img.build_image(work / "idle.img", board="unix_sim", extra=[("main.py", (
-        b"import gc\ngc.collect()\nprint('idle-heap', gc.mem_alloc())\n"))])
+    image = img.build_image(
+        work / "idle.img",
+        board="unix_sim",
+        extra=[("main.py", (b"import gc\ngc.collect()\nprint('idle-heap', gc.mem_alloc())\n"))],
+    )
     with VirtualBoard(name="idle", workdir=work / "idle", image=image) as vb:
         _wait_console(vb, "idle-heap", 30)
         text = (vb.workdir / "console.log").read_text()
     return int(text.split("idle-heap")[1].split()[0])
 
 
-def _tracker(broker: Broker, work: Path, name: str, heap: int | None = None,
-             interval: int = 1) -> VirtualBoard:
+def _tracker(
+    broker: Broker, work: Path, name: str, heap: int | None = None, interval: int = 1
+) -> VirtualBoard:
     """The tracker on the host-TCP board: the skeleton's figures, free of modem timing."""
-    config = {"broker_host": broker.host, "broker_port": broker.port, "device_id": name,
-              "interval_s": interval, "status_interval_s": 10}
+    config = {
+        "broker_host": broker.host,
+        "broker_port": broker.port,
+        "device_id": name,
+        "interval_s": interval,
+        "status_interval_s": 10,
+    }
     kw = {"heap": heap} if heap else {}
     return VirtualBoard(name=name, workdir=work / name, config=config, modem="none", **kw)
 
@@ -86,8 +96,7 @@ def first_publish(broker: Broker, work: Path, runs: int) -> list[float]:
     return out
 
 
-def soak(broker: Broker, work: Path, heap: int | None, seconds: float,
-         interval: int = 2) -> dict:
+def soak(broker: Broker, work: Path, heap: int | None, seconds: float, interval: int = 2) -> dict:
     """Run the tracker for `seconds`; healthy = one boot, reports all along, no MemoryError."""
     name = f"soak{heap or 0}"
     watch = MqttWatch(broker.url, f"albatross/{name}/#")
@@ -100,19 +109,28 @@ def soak(broker: Broker, work: Path, heap: int | None, seconds: float,
         vb.stop()
         watch.close()
     telemetry = [m for m in watch.messages if m.topic.endswith("/telemetry")]
-    statuses = [m.json for m in watch.messages
-                if m.topic.endswith("/status") and m.json.get("state") == "online"]
+    statuses = [
+        m.json
+        for m in watch.messages
+        if m.topic.endswith("/status") and m.json.get("state") == "online"
+    ]
     console = (vb.workdir / "console.log").read_text(errors="replace")
     expected = seconds / interval
-    healthy = (boots == 1 and len(telemetry) >= expected * 0.6
-               and "MemoryError" not in console)
+    healthy = boots == 1 and len(telemetry) >= expected * 0.6 and "MemoryError" not in console
     heap_max = max((s.get("heap", {}).get("used_max", 0) for s in statuses), default=0)
-    return {"heap": heap, "seconds": seconds, "boots": boots, "reports": len(telemetry),
-            "healthy": healthy, "heap_used_max": heap_max}
+    return {
+        "heap": heap,
+        "seconds": seconds,
+        "boots": boots,
+        "reports": len(telemetry),
+        "healthy": healthy,
+        "heap_used_max": heap_max,
+    }
 
 
-def smallest_heap(broker: Broker, work: Path, seconds: float, lo: int, hi: int,
-                  step: int = 8 * 1024) -> tuple[int, list[dict]]:
+def smallest_heap(
+    broker: Broker, work: Path, seconds: float, lo: int, hi: int, step: int = 8 * 1024
+) -> tuple[int, list[dict]]:
     """Bisection for the smallest heap (multiple of `step`) that soaks healthily."""
     trials = []
     lo_k, hi_k = lo // step, hi // step  # invariant: hi healthy, lo not (checked as we go)
@@ -120,8 +138,11 @@ def smallest_heap(broker: Broker, work: Path, seconds: float, lo: int, hi: int,
         mid = (lo_k + hi_k) // 2
         result = soak(broker, work, mid * step, seconds)
         trials.append(result)
-        print(f"  heap {mid * step // 1024:4d}k: {'ok' if result['healthy'] else 'FAILS'} "
-              f"({result['reports']} reports, {result['boots']} boots)", flush=True)
+        print(
+            f"  heap {mid * step // 1024:4d}k: {'ok' if result['healthy'] else 'FAILS'} "
+            f"({result['reports']} reports, {result['boots']} boots)",
+            flush=True,
+        )
         if result["healthy"]:
             hi_k = mid
         else:
@@ -132,8 +153,7 @@ def smallest_heap(broker: Broker, work: Path, seconds: float, lo: int, hi: int,
 def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
     runs = 2 if quick else 5
     soak_s = 20.0 if quick else 60.0
-    with tempfile.TemporaryDirectory(prefix="albatross-bench-") as tmp, \
-            start_broker() as broker:
+    with tempfile.TemporaryDirectory(prefix="albatross-bench-") as tmp, start_broker() as broker:
         work = Path(tmp)
         print(f"bench: {broker.kind} broker; {runs} runs each; soak {soak_s:.0f} s", flush=True)
         base = boot_baseline(work, runs)
@@ -166,13 +186,16 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
 
 
 def summary(r: dict) -> str:
-    return "\n".join([
-        f"vboard start -> REPL (baseline):   {r['boot_to_repl_s']['median'] * 1000:7.0f} ms",
-        f"vboard start -> first telemetry:   {r['start_to_first_publish_s']['median'] * 1000:7.0f}"
-        f" ms  ({r['first_publish_over_boot']:.1f}x baseline)",
-        f"idle REPL live heap (baseline):    {r['idle_heap_bytes']:7d} B",
-        f"tracker steady live heap max:      {r['steady_heap_high_water_bytes']:7d} B  "
-        f"({r['steady_heap_over_idle']:.1f}x idle)",
-        f"smallest --heap for {r['soak_s']:.0f} s of reports: "
-        f"{r['smallest_heap_bytes'] // 1024} KiB",
-    ])
+    return "\n".join(
+        [
+            f"vboard start -> REPL (baseline):   {r['boot_to_repl_s']['median'] * 1000:7.0f} ms",
+            "vboard start -> first telemetry:   "
+            f"{r['start_to_first_publish_s']['median'] * 1000:7.0f} ms  "
+            f"({r['first_publish_over_boot']:.1f}x baseline)",
+            f"idle REPL live heap (baseline):    {r['idle_heap_bytes']:7d} B",
+            f"tracker steady live heap max:      {r['steady_heap_high_water_bytes']:7d} B  "
+            f"({r['steady_heap_over_idle']:.1f}x idle)",
+            f"smallest --heap for {r['soak_s']:.0f} s of reports: "
+            f"{r['smallest_heap_bytes'] // 1024} KiB",
+        ]
+    )

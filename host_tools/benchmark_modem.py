@@ -23,12 +23,24 @@ RECOVERY_FAULTS = (
 )
 
 
-def _board(broker: Broker, work: Path, name: str, modem: str, interval: int = 2,
-           timings: Timings | None = None) -> VirtualBoard:
-    config = {"broker_host": broker.host, "broker_port": broker.port, "device_id": name,
-              "interval_s": interval, "status_interval_s": 3600}
-    return VirtualBoard(name=name, workdir=work / name, config=config, modem=modem,
-                        modem_timings=timings)
+def _board(
+    broker: Broker,
+    work: Path,
+    name: str,
+    modem: str,
+    interval: int = 2,
+    timings: Timings | None = None,
+) -> VirtualBoard:
+    config = {
+        "broker_host": broker.host,
+        "broker_port": broker.port,
+        "device_id": name,
+        "interval_s": interval,
+        "status_interval_s": 3600,
+    }
+    return VirtualBoard(
+        name=name, workdir=work / name, config=config, modem=modem, modem_timings=timings
+    )
 
 
 def first_puback(broker: Broker, work: Path, modem: str, runs: int) -> dict:
@@ -49,8 +61,12 @@ def first_puback(broker: Broker, work: Path, modem: str, runs: int) -> dict:
             watch.close()
         totals.append(total)
         overheads.append(total - imposed)
-    return {"total_s": statistics.median(totals), "firmware_s": statistics.median(overheads),
-            "runs_total_s": totals, "runs_firmware_s": overheads}
+    return {
+        "total_s": statistics.median(totals),
+        "firmware_s": statistics.median(overheads),
+        "runs_total_s": totals,
+        "runs_firmware_s": overheads,
+    }
 
 
 def per_report(broker: Broker, work: Path, modem: str, reports: int) -> dict:
@@ -73,8 +89,11 @@ def per_report(broker: Broker, work: Path, modem: str, reports: int) -> dict:
         vb.stop()
         watch.close()
     commands = sum(b["commands"].values()) - sum(a["commands"].values())
-    by_name = {k: v - a["commands"].get(k, 0) for k, v in b["commands"].items()
-               if v - a["commands"].get(k, 0)}
+    by_name = {
+        k: v - a["commands"].get(k, 0)
+        for k, v in b["commands"].items()
+        if v - a["commands"].get(k, 0)
+    }
     return {
         "reports": n,
         "at_commands": commands / n,
@@ -131,11 +150,13 @@ def summary(r: dict) -> str:
     for modem in DIALECTS:
         m = r[modem]
         fp, pr = m["first_puback"], m["per_report"]
+        share = fp["firmware_s"] / r["tcp_first_publish"]["total_s"]
         lines.append(
             f"{modem}: start -> first PUBACK {fp['total_s']:.2f} s, firmware share "
-            f"{fp['firmware_s']:.2f} s ({fp['firmware_s'] / r['tcp_first_publish']['total_s']:.1f}x"
-            f" host TCP); per report {pr['at_commands']:.1f} AT commands, "
+            f"{fp['firmware_s']:.2f} s ({share:.1f}x host TCP); per report "
+            f"{pr['at_commands']:.1f} AT commands, "
             f"{pr['uart_bytes_mcu_to_modem']:.0f} B to / {pr['uart_bytes_modem_to_mcu']:.0f} B "
             f"from modem, awake {pr['awake_s']:.2f} s; recovery "
-            + ", ".join(f"{k[6:]} {v:.1f} s" for k, v in m["recovery_s"].items()))
+            + ", ".join(f"{k[6:]} {v:.1f} s" for k, v in m["recovery_s"].items())
+        )
     return "\n".join(lines)

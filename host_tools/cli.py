@@ -29,12 +29,17 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
         help=f"MicroPython heap, e.g. 160k (default {DEFAULT_HEAP // 1024}k)",
     )
     p.add_argument("--image", type=Path, help="flash image to boot and keep (created if missing)")
-    p.add_argument("--refresh-firmware", action="store_true",
-                   help="with --image: replace firmware files in it, keeping config and data")
+    p.add_argument(
+        "--refresh-firmware",
+        action="store_true",
+        help="with --image: replace firmware files in it, keeping config and data",
+    )
     p.add_argument("--board", default="unix_sim", help="board folder under boards/")
-    p.add_argument("--modem", default="board",
-                   help="simulated modem: sim7600 | a7670 | bg96 | none (host TCP); "
-                        "default: the board's")
+    p.add_argument(
+        "--modem",
+        default="board",
+        help="simulated modem: sim7600 | a7670 | bg96 | none (host TCP); default: the board's",
+    )
     p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
     p.add_argument("--workdir", type=Path, help="where logs and sockets go")
 
@@ -43,9 +48,7 @@ def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None)
     from host_tools.vboard.runner import VirtualBoard, config_overrides
     from host_tools.vboard.supervisor import parse_size
 
-    config = config_overrides(
-        broker=args.broker, device_id=args.device_id, interval=args.interval
-    )
+    config = config_overrides(broker=args.broker, device_id=args.device_id, interval=args.interval)
     return VirtualBoard(
         name=args.name or args.device_id or "vboard",
         workdir=args.workdir,
@@ -116,8 +119,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = client.call("modem_signal", **{k: int(v) for k, v in values.items()})
     elif op == "registration":
         if not rest:
-            raise ValueError("usage: albatross bench NAME registration "
-                             "home|roaming|searching|denied|not_registered")
+            raise ValueError(
+                "usage: albatross bench NAME registration "
+                "home|roaming|searching|denied|not_registered"
+            )
         result = client.call("modem_registration", state=rest[0])
     elif op == "reset":
         result = client.call("reset", kind=rest[0] if rest else "hard")
@@ -132,8 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from host_tools.demo import run_demo
 
-    return run_demo(seconds=args.seconds, interval=args.interval, heap=args.heap,
-                    modem=args.modem)
+    return run_demo(seconds=args.seconds, interval=args.interval, heap=args.heap, modem=args.modem)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -146,16 +150,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
         if args.first_seq is not None:
             raise ValueError("--first-seq needs --check")
-        return monitor(args.broker, seconds=args.seconds, until_idle=args.idle,
-                       as_json=args.json)
+        return monitor(args.broker, seconds=args.seconds, until_idle=args.idle, as_json=args.json)
 
     from host_tools.delivery_check import check
 
     def subscribed() -> None:
         print(f"monitor: checking telemetry from {args.broker}", file=sys.stderr, flush=True)
 
-    tally = check(args.broker, seconds=args.seconds, until_idle=args.idle,
-                  first_seq=args.first_seq, on_subscribed=subscribed)
+    tally = check(
+        args.broker,
+        seconds=args.seconds,
+        until_idle=args.idle,
+        first_seq=args.first_seq,
+        on_subscribed=subscribed,
+    )
     if args.json:
         print(json.dumps(tally.report(), sort_keys=True), flush=True)
     else:
@@ -182,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="control a running virtual board's bench")
     p.add_argument("name", help="the vboard's --name (or device id)")
-    p.add_argument("op", help="set | fault | status | snapshot | modem | signal | registration"
-                              " | reset | power-cut")
+    p.add_argument(
+        "op",
+        help="set | fault | status | snapshot | modem | signal | registration | reset | power-cut",
+    )
     p.add_argument("args", nargs="*", help="e.g. temperature=21.5 | i2c_crc on count=3")
     p.add_argument("--workdir", type=Path, help="the vboard's --workdir, if it set one")
     p.add_argument("--json", action="store_true", help="one-line JSON output")
@@ -193,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     p.add_argument("--interval", type=int, default=2, help="report interval, s")
     p.add_argument("--heap", default=None, help="MicroPython heap for the vboard")
-    p.add_argument("--modem", default="board",
-                   help="sim7600 | a7670 | bg96 | none (default: the board's, a SIM7600)")
+    p.add_argument(
+        "--modem",
+        default="board",
+        help="sim7600 | a7670 | bg96 | none (default: the board's, a SIM7600)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("benchmark", help="measure boot time, heap and the smallest heap")
@@ -206,23 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
         "monitor",
         help="print telemetry and status from a broker, or check delivery (--check)",
         description="Print one line per message (per record of a telemetry batch), or with "
-                    "--check dedupe telemetry by (device, seq) and report per device what "
-                    "arrived, duplicates and gaps (missing sequence numbers).",
+        "--check dedupe telemetry by (device, seq) and report per device what "
+        "arrived, duplicates and gaps (missing sequence numbers).",
         epilog="exit status with --check: 0 when no device has gaps; 1 when any device has "
-               "gaps, a seq carried two different readings, or no telemetry arrived; "
-               "2 when the broker cannot be reached.",
+        "gaps, a seq carried two different readings, or no telemetry arrived; "
+        "2 when the broker cannot be reached.",
     )
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default: %(default)s")
     p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
-    p.add_argument("--idle", type=float, metavar="S",
-                   help="stop when no message came for S seconds (since subscribing)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per message; with --check the report as JSON")
-    p.add_argument("--check", action="store_true",
-                   help="subscribe to albatross/+/telemetry and print a delivery report at "
-                        "the end")
-    p.add_argument("--first-seq", type=int, metavar="N",
-                   help="with --check: devices start at seq N, so a missing head is a gap")
+    p.add_argument(
+        "--idle",
+        type=float,
+        metavar="S",
+        help="stop when no message came for S seconds (since subscribing)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per message; with --check the report as JSON",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="subscribe to albatross/+/telemetry and print a delivery report at the end",
+    )
+    p.add_argument(
+        "--first-seq",
+        type=int,
+        metavar="N",
+        help="with --check: devices start at seq N, so a missing head is a gap",
+    )
     p.set_defaults(func=cmd_monitor)
     return parser
 

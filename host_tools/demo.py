@@ -28,8 +28,9 @@ class ConsoleLines:
                 print(f"         device | {line}", flush=True)
 
 
-def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = None,
-             modem: str = "board") -> int:
+def run_demo(
+    *, seconds: float | None, interval: int = 2, heap: str | None = None, modem: str = "board"
+) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -38,8 +39,12 @@ def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = Non
         client = subscribe(broker.url, lambda t, p: print(format_message(t, p), flush=True))
         vb = VirtualBoard(
             name="demo-tracker",
-            config={"broker_host": broker.host, "broker_port": broker.port,
-                    "device_id": "demo-tracker", "interval_s": interval},
+            config={
+                "broker_host": broker.host,
+                "broker_port": broker.port,
+                "device_id": "demo-tracker",
+                "interval_s": interval,
+            },
             heap=parse_size(heap) if heap else DEFAULT_HEAP,
             temperature=4.0,
             humidity=55.0,
@@ -47,12 +52,20 @@ def run_demo(*, seconds: float | None, interval: int = 2, heap: str | None = Non
             echo=ConsoleLines(),
         )
         vb.start()
-        print(f"demo: modem {vb.modem or 'none (host TCP)'}; AT transcript in {vb.workdir}",
-              flush=True)
-        print(f"demo: virtual tracker console at {vb.console_path} "
-              f"(try: mpremote connect {vb.console_path} repl)", flush=True)
-        print("demo: change it live from another terminal, e.g. "
-              "`.venv/bin/albatross bench demo-tracker set temperature=-18`", flush=True)
+        print(
+            f"demo: modem {vb.modem or 'none (host TCP)'}; AT transcript in {vb.workdir}",
+            flush=True,
+        )
+        print(
+            f"demo: virtual tracker console at {vb.console_path} "
+            f"(try: mpremote connect {vb.console_path} repl)",
+            flush=True,
+        )
+        print(
+            "demo: change it live from another terminal, e.g. "
+            "`.venv/bin/albatross bench demo-tracker set temperature=-18`",
+            flush=True,
+        )
         print("demo: Ctrl-C to stop", flush=True)
         started = time.monotonic()
         try:

@@ -70,7 +70,8 @@ def compile_mpy(device_path: str, source: bytes) -> tuple[str, bytes]:
         src.write_bytes(source)
         result = subprocess.run(
             [find_mpy_cross(), "-s", device_path, "-o", str(out), str(src)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if result.returncode:
             raise ImageError(f"mpy-cross {device_path}: {result.stderr.strip()}")
@@ -99,8 +100,9 @@ def _open(path: Path) -> LittleFS:
     data = Path(path).read_bytes()
     if not data or len(data) % BLOCK_SIZE:
         raise ImageError(f"{path}: not a littlefs image ({len(data)} bytes)")
-    fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False,
-                  **_LFS_OPTS)
+    fs = LittleFS(
+        block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False, **_LFS_OPTS
+    )
     fs.context.buffer = bytearray(data)
     try:
         fs.mount()

@@ -22,6 +22,17 @@ class Message:
     def json(self) -> dict:
         return json.loads(self.payload)
 
+    @property
+    def records(self) -> list[dict]:
+        """Telemetry readings in this message: a batch's records, or the one record."""
+        body = self.json
+        return body["records"] if "records" in body else [body]
+
+    @property
+    def last(self) -> dict:
+        """The newest reading of a telemetry message."""
+        return self.records[-1]
+
 
 class MqttWatch:
     def __init__(self, url: str, topic: str = "albatross/#") -> None:
@@ -72,6 +83,7 @@ class MqttWatch:
             return len(self.messages)
 
     def telemetry(self, device_id: str) -> list[dict]:
+        """Every reading received from the device, in arrival order (duplicates included)."""
         topic = f"albatross/{device_id}/telemetry"
         with self._cond:
-            return [m.json for m in self.messages if m.topic == topic]
+            return [r for m in self.messages if m.topic == topic for r in m.records]

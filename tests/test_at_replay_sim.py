@@ -72,10 +72,12 @@ def test_simulator_transcript_replays_with_every_urc_delivered(
     # Every +CEREG line reaches the firmware exactly once: as the answer to AT+CEREG?, or as
     # an unsolicited line to the handler. (A URC that lands while AT+CEREG? is in flight
     # joins that answer; the driver tells the two forms apart by their fields.)
-    answers = [line for cmd, result in outcomes if cmd == "AT+CEREG?"
-               for line in result.lines]
+    answers = [line for cmd, result in outcomes if cmd == "AT+CEREG?" for line in result.lines]
     assert answers
     assert sorted(delivered + answers) == sorted(cereg_lines)
-    unsolicited = [ln for ln in cereg_lines if not ln.startswith("+CEREG: 2,")
-                   or ln.split(",")[1].startswith('"')]
+    unsolicited = [
+        ln
+        for ln in cereg_lines
+        if not ln.startswith("+CEREG: 2,") or ln.split(",")[1].startswith('"')
+    ]
     assert len(unsolicited) >= 2  # the drop and the return

@@ -13,8 +13,12 @@ def test_demo_shows_live_telemetry_and_stops_by_itself() -> None:
     albatross = str(Path(sys.executable).with_name("albatross"))
     # Through the simulated SIM7600 with its real timings: ~11 s boot, then registration,
     # PDP and the socket before the first report.
-    result = subprocess.run([albatross, "demo", "--seconds", "30", "--interval", "1"],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [albatross, "demo", "--seconds", "30", "--interval", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     telemetry = [ln for ln in lines if re.search(r"demo-tracker\s+telemetry\s+#\d+\s+T=", ln)]

@@ -24,7 +24,10 @@ def test_firmware_unit_tests_pass_on_the_unix_port(module: str) -> None:
     # from source here, unlike the .mpy the board gets) must fit the heap on their own.
     result = subprocess.run(
         [MICROPYTHON, "-X", f"heapsize={HEAP}", "firmware/tests/run_mp.py", module],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

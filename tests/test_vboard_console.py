@@ -28,8 +28,7 @@ while True:
 
 
 def _board(tmp_path: Path, main: bytes, **kw: object) -> VirtualBoard:
-    image = img.build_image(tmp_path / "flash.img", board="unix_sim",
-                            extra=[("main.py", main)])
+    image = img.build_image(tmp_path / "flash.img", board="unix_sim", extra=[("main.py", main)])
     return VirtualBoard(name="t", workdir=tmp_path / "work", image=image, **kw)
 
 
@@ -50,11 +49,12 @@ def _wait_console(vb: VirtualBoard, text: str, timeout: float = 10.0, count: int
 def _mpremote(vb: VirtualBoard, *args: str) -> str:
     result = subprocess.run(
         [MPREMOTE, "connect", vb.console_path, *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, (
-        f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; "
-        f"see {vb.workdir}/console.log"
+        f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; see {vb.workdir}/console.log"
     )
     return result.stdout
 
@@ -93,9 +93,7 @@ def test_ctrl_c_gives_repl_and_ctrl_d_soft_resets_into_main(tmp_path: Path) -> N
 
 def test_uncaught_exception_prints_and_reboots_like_a_watchdog(tmp_path: Path) -> None:
     main = (
-        b"import machine\n"
-        b'print("main: cause", machine.reset_cause())\n'
-        b'raise ValueError("boom")\n'
+        b'import machine\nprint("main: cause", machine.reset_cause())\nraise ValueError("boom")\n'
     )
     with _board(tmp_path, main, crash_reboot_ms=300) as vb:
         out = _wait_console(vb, "main: cause 3")  # WDT_RESET after the crash
@@ -144,8 +142,18 @@ except MemoryError:
 @pytest.mark.parametrize("heap", ["abc", "-5"])
 def test_bad_heap_option_is_one_clear_error(heap: str) -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("albatross")), "vboard", "--heap", heap,
-         "--seconds", "0"], capture_output=True, text=True, timeout=60)
+        [
+            str(Path(sys.executable).with_name("albatross")),
+            "vboard",
+            "--heap",
+            heap,
+            "--seconds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("albatross: bad size")
     assert "Traceback" not in result.stderr

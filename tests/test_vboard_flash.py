@@ -37,8 +37,7 @@ def _wait(vb: VirtualBoard, text: str, timeout: float = 20) -> str:
 
 
 def _board(tmp_path: Path) -> VirtualBoard:
-    image = img.build_image(tmp_path / "flash.img", board="unix_sim",
-                            extra=[("main.py", WRITER)])
+    image = img.build_image(tmp_path / "flash.img", board="unix_sim", extra=[("main.py", WRITER)])
     return VirtualBoard(name="f", workdir=tmp_path / "work", image=image, modem="none")
 
 

@@ -4,9 +4,8 @@
 # and open_stream() behave like the real board's, so the app cannot tell it is virtual.
 # Peripherals live in simhal.py (next to this file); resets and the chip ID come from the
 # ROM's `machine`, imported only when used so this file also imports on CPython.
-import json
-
 import asyncio
+import json
 
 import simhal
 

@@ -5,7 +5,6 @@
 # The baud rate is set on the pty like on a UART; the simulator paces its bytes at the
 # board.json baud rate and reports a mismatch.
 import os
-
 import termios
 
 # termios speed constants by baud rate (those the Unix port exposes).

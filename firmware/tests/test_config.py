@@ -86,10 +86,12 @@ def test_schema_doc_for_host_tools():
 
 def test_set_parses_technician_strings():
     cfg = Config()
-    assert cfg.set("interval_s", "30") == 30 and cfg["interval_s"] == 30
-    assert cfg.set("interval_s", " 45 ") == 45
-    assert cfg.set("interval_s", "1e1") == 10
-    assert cfg.set("interval_s", 120.0) == 120
+    assert cfg.set("mqtt_keepalive_s", "30") == 30 and cfg["mqtt_keepalive_s"] == 30
+    assert cfg.set("mqtt_keepalive_s", " 45 ") == 45
+    assert cfg.set("mqtt_keepalive_s", "1e1") == 10
+    assert cfg.set("mqtt_keepalive_s", 120.0) == 120
+    assert isinstance(cfg["mqtt_keepalive_s"], int)
+    assert cfg.set("interval_s", "0.5") == 0.5 and cfg.set("interval_s", 30) == 30.0
     assert cfg.set("temperature_offset_c", "-1.5") == -1.5
     assert cfg.set("temperature_offset_c", 2) == 2.0
     assert isinstance(cfg["temperature_offset_c"], float)
@@ -106,8 +108,10 @@ def test_set_rejects_with_messages_naming_key_and_limits():
     assert str(err).startswith("broker_port:")
     err = message(cfg.set, "broker_port", 0)
     assert "1..65535" in err.reason
-    err = message(cfg.set, "interval_s", "abc")
-    assert "integer" in err.reason and "1..86400" in err.reason
+    err = message(cfg.set, "mqtt_keepalive_s", "abc")
+    assert "integer" in err.reason and "10..3600" in err.reason
+    err = message(cfg.set, "interval_s", "0.001")
+    assert "0.02..86400.0" in err.reason
     err = message(cfg.set, "log_level", "verbose")
     assert "debug, info, warning, error" in str(err)
     err = message(cfg.set, "device_id", "bad id!")
@@ -124,7 +128,7 @@ def test_set_rejects_with_messages_naming_key_and_limits():
 def test_set_rejects_values_that_only_look_numeric():
     cfg = Config()
     for bad in (True, False, None, 30.5, "30.5", "", "nan", "inf", [30], {"a": 1}):
-        message(cfg.set, "interval_s", bad)
+        message(cfg.set, "mqtt_keepalive_s", bad)
     for bad in ("nan", "-inf", float("nan"), True, "1e999"):
         message(cfg.set, "temperature_offset_c", bad)
     message(cfg.set, "broker_host", 1234)

@@ -1,8 +1,8 @@
 # Family-independent modem behaviour: registration from answers and URCs, SIM checks,
 # identity, signal, operator, network time, reboot detection and the family registry.
 # Runs under CPython (pytest) and the Unix port (run_mp.py).
-from mptest import raises
 from modem_kit import answer, init_script, session, written
+from mptest import raises
 
 from tracker.aio import asyncio, sleep_ms
 from tracker.modem import (

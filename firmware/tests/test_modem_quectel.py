@@ -1,8 +1,8 @@
 # Quectel BG96 / BG95 / EC25 driver against scripted fake UARTs: power by PWRKEY and
 # AT+QPOWD, PDP with AT+QIACT, a full socket session through QIOPEN/QISEND/QIRD, PDP loss
 # ("pdpdeact") and errors. Runs under CPython (pytest) and the Unix port (run_mp.py).
-from mptest import raises
 from modem_kit import OK, PoweredModemUart, answer, session, written
+from mptest import raises
 
 from tracker.aio import asyncio, sleep_ms
 from tracker.modem import PdpError, SocketClosed, SocketError

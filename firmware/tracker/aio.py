@@ -1,8 +1,7 @@
 # The few time and asyncio helpers that differ between MicroPython and CPython.
 # Feature detection only (never sys.platform), so the same files run on both.
-import time
-
 import asyncio
+import time
 
 try:
     from micropython import const  # noqa: F401

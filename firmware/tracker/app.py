@@ -9,14 +9,15 @@ from tracker import VERSION, log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
 from tracker.config import Config
 from tracker.link import TcpLink
-from tracker.records import RecordQueue, encode, make_record
+from tracker.records import encode, make_record
 from tracker.sensors import Battery, Sensors
-from tracker.seqno import SequenceCounter
 from tracker.sht4x import Sht4x
+from tracker.store import Store
 from tracker.uplink import Uplink
 
 _TAG = "app"
 CONFIG_PATH = "config.json"
+STORE_ROOT = "data"
 CRASH_COUNT_PATH = "crashes.json"
 SAFE_MODE_AFTER = 5  # consecutive watchdog/crash reboots before main.py stops starting the app
 HEALTHY_AFTER_MS = 60000
@@ -38,12 +39,10 @@ class Tracker:
             precision=cfg["sht4x_precision"],
             temperature_offset_c=cfg["temperature_offset_c"],
         )
-        self.seq = SequenceCounter()
-        # Encoded records (~110 bytes each): 120 of them cover a two-minute outage at a 1 s
-        # interval in about 16 KB. Durable flash storage replaces this ring later.
-        self.queue = RecordQueue(capacity=120)
+        # Every reading goes to flash before any send is tried; only a PUBACK releases it.
+        self.store = Store(STORE_ROOT, capacity_records=cfg["store_capacity"])
         self.link = make_link(board, cfg)
-        self.uplink = Uplink(self.link, cfg, self.device_id, self.queue, self.status)
+        self.uplink = Uplink(self.link, cfg, self.device_id, self.store, self.status)
         self.started_ms = ticks_ms()
         self._last_error = None
         self._status_at = ticks_ms()
@@ -59,27 +58,35 @@ class Tracker:
             "uptime_s": ticks_diff(ticks_ms(), self.started_ms) // 1000,
             "config_error": self.cfg.load_error,
             "sensors": self.sensors.counters(),
-            "queue": {"pending": len(self.queue), "dropped": self.queue.dropped},
-            "next_seq": self.seq.peek,
+            "store": dict(self.store.info(), **self.store.counters),
             "heap": self.heap,
             "log": {"warnings": log.counts[log.WARNING], "errors": log.counts[log.ERROR]},
         }
 
     async def sample_loop(self):
-        interval_ms = self.cfg["interval_s"] * 1000
+        interval_ms = int(self.cfg["interval_s"] * 1000)
         next_at = ticks_ms()
         while True:
             sample = await self.sensors.sample()
-            rec = make_record(self.device_id, self.seq.next(), unix_time(), sample)
-            self.queue.put(encode(rec))
+            rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample)
+            self.store.append(encode(rec))
+            self.uplink.wake()
             error = sample.get("sensor_error")
             if error != self._last_error:
                 # A fault started, changed or cleared: say so in the retained status, once.
                 self._last_error = error
                 self.uplink.status_changed()
-            log.i(_TAG, "seq %d T=%s RH=%s bat=%s%s" % (
-                rec["seq"], rec["temperature"], rec["humidity"], rec["battery"],
-                " error=" + sample["sensor_error"] if sample.get("sensor_error") else ""))
+            log.i(
+                _TAG,
+                "stored seq %d T=%s RH=%s bat=%s%s"
+                % (
+                    rec["seq"],
+                    rec["temperature"],
+                    rec["humidity"],
+                    rec["battery"],
+                    " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
+                ),
+            )
             next_at += interval_ms
             delay = ticks_diff(next_at, ticks_ms())
             if delay < 0:  # fell behind (slow bus, long GC): don't burst to catch up
@@ -120,8 +127,11 @@ class Tracker:
             self._failed.set()
 
     async def run(self):
-        log.i(_TAG, "albatross %s on %s as %s, reset cause %s" % (
-            VERSION, self.board.name, self.device_id, self.reset_cause))
+        log.i(
+            _TAG,
+            "albatross %s on %s as %s, reset cause %s"
+            % (VERSION, self.board.name, self.device_id, self.reset_cause),
+        )
         for coro in (self.sample_loop(), self.uplink.run(), self.health_loop()):
             asyncio.create_task(self._guard(coro))
         await self._failed.wait()
@@ -140,8 +150,13 @@ def make_link(board, cfg):
     at = AtEngine(board.modem_stream())
     at.start()
     modem = make_modem(info["family"], at, apn=cfg["apn"], rat=cfg["rat"], **board.modem_pins())
-    return ModemLink(modem, reset_mcu=board.reset, apn=cfg["apn"], rat=cfg["rat"],
-                     on_network_time=lambda t: sync_clock(board, t))
+    return ModemLink(
+        modem,
+        reset_mcu=board.reset,
+        apn=cfg["apn"],
+        rat=cfg["rat"],
+        on_network_time=lambda t: sync_clock(board, t),
+    )
 
 
 CLOCK_TOLERANCE_S = 5
@@ -203,7 +218,10 @@ def run():
     cfg = Config.load(CONFIG_PATH)
     log.set_level(cfg["log_level"])
     if safe_mode(board):
-        log.e(_TAG, "safe mode: %d crash reboots in a row; app not started. "
-                    "Fix it, then machine.reset()" % SAFE_MODE_AFTER)
+        log.e(
+            _TAG,
+            "safe mode: %d crash reboots in a row; app not started. "
+            "Fix it, then machine.reset()" % SAFE_MODE_AFTER,
+        )
         return
     asyncio.run(Tracker(board, cfg).run())

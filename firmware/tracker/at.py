@@ -23,8 +23,6 @@ _COUNTERS = (
 ).split()
 
 
-
-
 class AtTimeout(ModemError):
     """No final result (or prompt, or URC) for `cmd` within `ms` milliseconds."""
 

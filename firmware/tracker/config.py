@@ -234,7 +234,13 @@ SCHEMA = (
     Key("mqtt_password", str, "", "MQTT password", min=0, max=128, chars=_PRINTABLE,
         secret=True),
     Key("mqtt_keepalive_s", int, 60, "MQTT keepalive in seconds", min=10, max=3600),
-    Key("interval_s", int, 60, "Seconds between measurements", min=1, max=86400),
+    Key("interval_s", float, 60.0,
+        "Seconds between measurements (fractions for bench and test runs)",
+        min=0.02, max=86400.0),
+    Key("batch_size", int, 20, "Most readings per telemetry message (a backlog drains in "
+        "batches; QoS 1 and a PUBACK per message)", min=1, max=100),
+    Key("store_capacity", int, 20000, "Most unsent readings kept on flash; beyond it the "
+        "oldest are dropped and counted", min=100, max=200000),
     Key("status_interval_s", int, 900,
         "Seconds between retained status reports (also sent on connect and on faults)",
         min=10, max=86400),

@@ -9,20 +9,29 @@ from tracker.mqtt import MqttClient, MqttError
 
 _TAG = "uplink"
 OPEN_TIMEOUT_MS = 300000  # a modem bring-up (power on, register, PDP) may take minutes
+MAX_MESSAGE_BYTES = 4096  # of records per message: the modem sends it in three prompts
 
 
 class Uplink:
-    def __init__(self, link, cfg, device_id, queue, status):
+    def __init__(self, link, cfg, device_id, store, status):
         """link: tracker.link.TcpLink or tracker.modem_link.ModemLink (streams, recovery and
-        backoff); queue holds encoded telemetry records; status() -> dict for `status`."""
+        backoff); store: tracker.store.Store of encoded records; status() -> dict."""
         self.link = link
         self._cfg = cfg
         self.device_id = device_id
-        self._queue = queue
+        self._store = store
+        self._work = asyncio.Event()  # a reading was stored, or the link died
         self._status = status
         self.topic_telemetry = "albatross/%s/telemetry" % device_id
         self.topic_status = "albatross/%s/status" % device_id
-        self.counters = {"connects": 0, "connect_failures": 0, "link_losses": 0, "sent": 0}
+        self._head = ('{"device_id": %s, "records": [' % json.dumps(device_id)).encode()
+        self.counters = {
+            "connects": 0,
+            "connect_failures": 0,
+            "link_losses": 0,
+            "sent": 0,
+            "messages": 0,
+        }
         self.last_error = None
         self.connected = False
         self._status_dirty = False
@@ -30,7 +39,11 @@ class Uplink:
     def status_changed(self):
         """Ask for a fresh retained status message at the next chance."""
         self._status_dirty = True
-        self._queue.wake()
+        self._work.set()
+
+    def wake(self):
+        """A reading was stored: send it if the link is up."""
+        self._work.set()
 
     async def run(self):
         while True:
@@ -83,22 +96,33 @@ class Uplink:
                     if not proved:
                         proved = True
                         self.link.session_up()  # a PUBACK came back: the path works
-                rec = self._queue.peek()
-                if rec is None:
-                    await self._queue.wait()
+                batch = self._store.read_batch(self._cfg["batch_size"], MAX_MESSAGE_BYTES)
+                if not batch:
+                    self._work.clear()
+                    await self._work.wait()
                     continue
-                await client.publish(self.topic_telemetry, rec, qos=1)
-                # Only a PUBACK releases a record (SEND OK or a written socket proves nothing).
-                if self._queue.peek() is rec:
-                    self._queue.pop()
-                self.counters["sent"] += 1
+                await client.publish(self.topic_telemetry, self._message(batch), qos=1)
+                # Only a PUBACK releases records (SEND OK or a written socket proves nothing).
+                self._store.ack(batch[-1][0])
+                self.counters["sent"] += len(batch)
+                self.counters["messages"] += 1
         finally:
             waker.cancel()
             await client.disconnect()
 
+    def _message(self, batch):
+        # The stored records are JSON already: join them instead of decoding and re-encoding.
+        parts = [self._head]
+        for i, (_seq, payload) in enumerate(batch):
+            if i:
+                parts.append(b",")
+            parts.append(payload)
+        parts.append(b"]}")
+        return b"".join(parts)
+
     async def _wake_on_death(self, client):
         await client.wait_dead()
-        self._queue.wake()
+        self._work.set()
 
     async def _publish_status(self, client):
         body = {"state": "online", "device_id": self.device_id}

@@ -36,6 +36,7 @@ def attach_modem(bench: Bench, sim: ModemSimulator, modem_info: dict[str, Any]) 
         bench.add_pin(PIN_STATUS, read=sim.status_pin)
 
     for name, defaults in FAULTS.items():
+
         def apply(on: bool, _name: str = name, **params: Any) -> None:
             sim.fault(_name, on, **params)
 
@@ -43,11 +44,13 @@ def attach_modem(bench: Bench, sim: ModemSimulator, modem_info: dict[str, Any]) 
             active = sim.faults()
             return {"on": _name in active, **active.get(_name, {})}
 
-        bench.add_fault(f"modem_{name}", apply, state, params=tuple(defaults),
-                        doc=f"simulated modem: {name}")
+        bench.add_fault(
+            f"modem_{name}", apply, state, params=tuple(defaults), doc=f"simulated modem: {name}"
+        )
     bench.add_control("modem", lambda **_: sim.snapshot())
     bench.add_control("modem_signal", lambda **kw: sim.set_signal(**kw) or {})
-    bench.add_control("modem_registration",
-                      lambda state="home", **_: sim.set_registration(state) or {})
+    bench.add_control(
+        "modem_registration", lambda state="home", **_: sim.set_registration(state) or {}
+    )
     uart_id = int((modem_info.get("uart") or {}).get("id", 1))
     return {UART_ENV % uart_id: sim.uart_path}

@@ -26,9 +26,7 @@ def default_workdir(name: str) -> Path:
     return Path(base) / "albatross-vboards" / name
 
 
-def config_overrides(
-    *, broker: str | None, device_id: str | None, interval: int | None
-) -> dict:
+def config_overrides(*, broker: str | None, device_id: str | None, interval: int | None) -> dict:
     values: dict = {}
     if broker:
         host, port = connect_url(broker)
@@ -113,8 +111,7 @@ class VirtualBoard:
                 img.merge_config(self.image, self.config)
             img.write_file(self.image, *board_json)
         else:
-            img.build_image(self.image, board=self.board, config=self.config,
-                            extra=[board_json])
+            img.build_image(self.image, board=self.board, config=self.config, extra=[board_json])
 
     def start(self) -> VirtualBoard:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +128,9 @@ class VirtualBoard:
         if self.modem:
             info = self.board_info["modem"]
             baud = int((info.get("uart") or {}).get("baudrate", 115200))
-            self.modem_sim = ModemSimulator(self.modem, self.workdir, baud=baud,
-                                            timings=self.modem_timings).start()
+            self.modem_sim = ModemSimulator(
+                self.modem, self.workdir, baud=baud, timings=self.modem_timings
+            ).start()
             env.update(attach_modem(self.bench, self.modem_sim, info))
         self.supervisor = Supervisor(
             self.image,
@@ -148,8 +146,9 @@ class VirtualBoard:
         self.bench.add_control(
             "power_cut", lambda off_s=0.2, **_: sv.power_cut(float(off_s)) or {}
         )
-        self.bench.add_control("power", lambda on=True, **_: (
-            sv.power_on() if on else sv.power_off()) or {})
+        self.bench.add_control(
+            "power", lambda on=True, **_: (sv.power_on() if on else sv.power_off()) or {}
+        )
         sv.cut_after = self.cut_after
         sv.start()
         return self

@@ -222,8 +222,7 @@ class Supervisor:
                 "flash": {
                     "programs": self.stats.programs,
                     "erases": self.stats.erases,
-                    "max_erases_per_block": max(self.stats.erases_per_block.values(),
-                                                default=0),
+                    "max_erases_per_block": max(self.stats.erases_per_block.values(), default=0),
                 },
                 "power_cuts": self.stats.power_cuts,
                 "heap": self.heap,

@@ -1,0 +1,215 @@
+"""Store-and-forward end to end: no reading is lost across outages, power cuts and flash
+damage; what cannot be kept (a full store, a corrupted record) is counted and reported."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from littlefs import LittleFS
+
+from hil_tests.conftest import VboardFactory, logs_of
+from host_tools import image as img
+from host_tools.broker import Broker
+from host_tools.delivery_check import DeliveryCheck
+from host_tools.mqtt_watch import MqttWatch
+from host_tools.vboard.campaign import run_campaign
+from host_tools.vboard.runner import VirtualBoard
+
+pytestmark = [pytest.mark.hil, pytest.mark.bench]
+WAIT_S = 120
+
+
+def _check(mqtt: MqttWatch, dev: str) -> DeliveryCheck:
+    checker = DeliveryCheck(first_seq=0)
+    for m in list(mqtt.messages):
+        if m.topic == f"albatross/{dev}/telemetry":
+            checker.feed(m.topic, m.payload)
+    return checker
+
+
+def _status(mqtt: MqttWatch, dev: str, pred, what: str, vb: VirtualBoard, after: int = 0):
+    topic = f"albatross/{dev}/status"
+    return mqtt.wait_for(
+        lambda m: m.topic == topic and m.json.get("state") == "online" and pred(m.json),
+        WAIT_S,
+        what=what,
+        after=after,
+        logs=logs_of(vb),
+    )
+
+
+def _wait_delivered(mqtt: MqttWatch, dev: str, upto: int, vb: VirtualBoard) -> DeliveryCheck:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        checker = _check(mqtt, dev)
+        if checker.seqs(dev) >= set(range(upto + 1)):
+            return checker
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(upto + 1)) - checker.seqs(dev))
+            raise AssertionError(
+                f"{len(missing)} readings never arrived (first {missing[:10]});"
+                f" logs: {logs_of(vb)}"
+            )
+        time.sleep(0.5)
+
+
+def _stored_upto(vb: VirtualBoard) -> int:
+    text = (vb.workdir / "console.log").read_text(errors="replace")
+    return max(int(x.split()[0]) for x in text.split("stored seq ")[1:])
+
+
+def _outage(vb: VirtualBoard, seconds: float) -> None:
+    assert vb.bench is not None
+    vb.bench.fault("modem_deregister", True)
+    time.sleep(seconds)
+    vb.bench.fault("modem_deregister", False)
+
+
+@pytest.mark.slow
+def test_long_outage_is_delivered_in_full_and_in_order(
+    vboard: VboardFactory, mqtt: MqttWatch
+) -> None:
+    vb = vboard(
+        modem="sim7600", interval=0.02, config={"batch_size": 50, "status_interval_s": 3600}
+    )
+    dev = vb.device_id  # type: ignore[attr-defined]
+    mqtt.wait_for(
+        lambda m: m.topic.endswith("/telemetry"), WAIT_S, what="first telemetry", logs=logs_of(vb)
+    )
+    before = _stored_upto(vb)
+    assert vb.bench is not None
+    vb.bench.fault("modem_deregister", True)
+    deadline = time.monotonic() + 600
+    while _stored_upto(vb) < before + 5000:  # at least 5,000 readings buffered on flash
+        assert time.monotonic() < deadline, "the tracker stopped sampling during the outage"
+        time.sleep(1)
+    vb.bench.fault("modem_deregister", False)
+    upto = _stored_upto(vb)
+    checker = _wait_delivered(mqtt, dev, upto, vb)
+    report = checker.report()["devices"][dev]
+    assert report["gaps"] == [] and not report.get("conflicts")
+    # In order: after dedupe, the backlog arrived oldest first.
+    firsts = []
+    seen: set[int] = set()
+    for r in mqtt.telemetry(dev):
+        if r["seq"] not in seen:
+            seen.add(r["seq"])
+            firsts.append(r["seq"])
+    assert firsts == sorted(firsts)
+
+
+def test_full_store_drops_the_oldest_and_says_how_many(
+    vboard: VboardFactory, mqtt: MqttWatch
+) -> None:
+    vb = vboard(modem="sim7600", interval=0.05, config={"store_capacity": 100, "batch_size": 50})
+    dev = vb.device_id  # type: ignore[attr-defined]
+    mqtt.wait_for(
+        lambda m: m.topic.endswith("/telemetry"), WAIT_S, what="first telemetry", logs=logs_of(vb)
+    )
+    mark = mqtt.mark()
+    _outage(vb, 12)  # ~240 readings into a store that keeps 100
+    upto = _stored_upto(vb)
+    status = _status(
+        mqtt,
+        dev,
+        lambda s: s["store"]["dropped"] > 0,
+        "status reporting dropped readings",
+        vb,
+        after=mark,
+    )
+    dropped = status.json["store"]["dropped"]
+    assert 100 <= dropped <= 240
+    # The newest readings are the ones kept: the last stored reading arrives.
+    deadline = time.monotonic() + WAIT_S
+    while upto not in _check(mqtt, dev).seqs(dev):
+        assert time.monotonic() < deadline, f"newest reading {upto} not delivered"
+        time.sleep(0.5)
+    # Exactly the dropped ones are missing, no others.
+    missing = sum(hi - lo + 1 for lo, hi in _check(mqtt, dev).report()["devices"][dev]["gaps"])
+    assert missing <= dropped
+
+
+def test_flipped_bit_is_detected_reported_and_the_rest_delivered(
+    vboard: VboardFactory, mqtt: MqttWatch
+) -> None:
+    vb = vboard(modem="sim7600", interval=0.1, config={"batch_size": 50})
+    dev = vb.device_id  # type: ignore[attr-defined]
+    mqtt.wait_for(
+        lambda m: m.topic.endswith("/telemetry"), WAIT_S, what="first telemetry", logs=logs_of(vb)
+    )
+    assert vb.bench is not None and vb.supervisor is not None
+    vb.bench.fault("modem_deregister", True)  # let readings pile up unsent
+    time.sleep(3)
+    vb.supervisor.power_off()
+    time.sleep(0.3)
+    upto = _stored_upto(vb)
+    flipped = _flip_bit_in_a_pending_record(vb.image)
+    vb.bench.fault("modem_deregister", False)
+    mark = mqtt.mark()
+    vb.supervisor.power_on()
+    status = _status(
+        mqtt,
+        dev,
+        lambda s: s["store"]["corrupt_records"] >= 1,
+        "status reporting the corrupt record",
+        vb,
+        after=mark,
+    )
+    assert status.json["store"]["corrupt_records"] == 1
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = _check(mqtt, dev).seqs(dev)
+        missing = set(range(upto + 1)) - got
+        if missing <= {flipped}:
+            break
+        assert time.monotonic() < deadline, f"lost more than the damaged record: {missing}"
+        time.sleep(0.5)
+
+
+def _flip_bit_in_a_pending_record(image: Path) -> int:
+    """Flip one bit inside the payload of a record in the middle of the newest segment, as
+    flash bit rot would; returns that record's sequence number."""
+    data = bytearray(image.read_bytes())
+    fs = LittleFS(
+        block_size=img.BLOCK_SIZE,
+        block_count=len(data) // img.BLOCK_SIZE,
+        mount=False,
+        read_size=32,
+        prog_size=32,
+        lookahead_size=32,
+        name_max=255,
+    )
+    fs.context.buffer = data
+    fs.mount()
+    segs = sorted(n for n in fs.listdir("data") if n.endswith(".log"))
+    path = "data/" + segs[-1]
+    with fs.open(path, "rb") as f:
+        seg = bytearray(f.read())
+    # Records: magic 0xA1, len u16, seq u32 (little-endian), crc u32, payload
+    # (firmware/tracker/store_format.py).
+    offsets = []
+    i = 0
+    while i + 11 <= len(seg) and seg[i] == 0xA1:
+        offsets.append(i)
+        i += 11 + int.from_bytes(seg[i + 1 : i + 3], "little")
+    assert len(offsets) >= 3, "not enough records in the newest segment"
+    at = offsets[len(offsets) // 2]
+    seq = int.from_bytes(seg[at + 3 : at + 7], "little")
+    seg[at + 11 + 5] ^= 0x10  # inside the JSON payload
+    with fs.open(path, "wb") as f:
+        f.write(seg)
+    image.write_bytes(fs.context.buffer)
+    return seq
+
+
+def test_power_cut_campaign_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    """A reduced sweep; `make bench` runs the full one (every flash operation)."""
+    result = run_campaign(broker, tmp_path / "campaign", points=10, scenario_s=4.0)
+    summary = result.summary()
+    assert summary["cuts_that_happened"] >= 8
+    assert summary["readings_stored_before_cuts"] > 0
+    assert summary["readings_lost"] == 0
+    assert summary["seq_conflicts"] == 0
+    assert summary["failed_boots"] == 0 and summary["config_damaged"] == 0

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import benchmark_modem
+from host_tools import benchmark_modem, benchmark_store
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
@@ -163,6 +163,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         print("bench: searching the smallest heap", flush=True)
         min_heap, trials = smallest_heap(broker, work, soak_s, lo=16 * 1024, hi=256 * 1024)
         modem = benchmark_modem.run(broker, work, quick=quick)
+        store = benchmark_store.run(broker, work, quick=quick)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "broker": broker.kind,
@@ -177,10 +178,12 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "smallest_heap_trials": trials,
         "soak_s": soak_s,
         "modem": modem,
+        "store": store,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     print(benchmark_modem.summary(modem))
+    print(benchmark_store.summary(store))
     print(f"bench: written to {out}")
     return results
 

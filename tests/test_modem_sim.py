@@ -397,6 +397,19 @@ def test_bytes_leave_at_the_baud_rate(make):
     assert elapsed >= 0.9
 
 
+def test_bytes_from_the_mcu_arrive_at_the_baud_rate(make):
+    # The MCU's direction is a wire too: 5 760 bytes take 0.5 s to reach the modem, so the
+    # answer to a command sent after them cannot come sooner (a pty alone would be instant).
+    sim, probe = make("sim7600")
+    power_on(sim, probe)
+    probe.cmd("ATE0")
+    start = time.monotonic()
+    probe.write(b"x" * 5757 + b"\r")  # not a command: ignored once it has arrived
+    probe.write(b"AT\r")
+    probe.expect(rb"\r\nOK\r\n", timeout=10)
+    assert time.monotonic() - start >= 0.45
+
+
 def test_transcript_has_both_directions(make, tmp_path):
     sim, probe = make("sim7600")
     power_on(sim, probe)

@@ -60,6 +60,7 @@ class Loop:
         self._posted: deque[Callable[[], None]] = deque()
         self._tx = bytearray()
         self._tx_clock = 0.0
+        self._rx_clock = 0.0  # when the last byte from the MCU has fully arrived on the line
         self._tx_retry_at = 0.0
         self._thread: threading.Thread | None = None
         self._ident = 0
@@ -268,10 +269,16 @@ class Loop:
             raise
         if not data:
             return
+        now = time.monotonic()
         self.bytes_rx += len(data)
         if self._transcript is not None:
-            self._transcript.record("tx", data, time.monotonic())  # the MCU sent
-        self.on_rx(data)
+            self._transcript.record("tx", data, now)  # the MCU sent
+        # The MCU's bytes cross the wire at the baud rate too: the modem sees each chunk only
+        # once its last byte has arrived, after the bytes before it (a pty delivers at once).
+        self._rx_clock = max(self._rx_clock, now) + len(data) * self.byte_s
+        # Always through the timer heap (ordered by time, then insertion), so chunks are
+        # handed over in the order they arrived.
+        self.call_later(self._rx_clock - now, lambda: self.on_rx(data))
 
     def _drain_wake(self) -> None:
         try:

@@ -12,7 +12,7 @@ help:
 	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
 	@echo "make demo        a virtual tracker reports to a local MQTT broker (DEMO_S=seconds)"
 	@echo "make test        the whole test suite"
-	@echo "make test-quick  the test suite without the slow HIL scenarios"
+	@echo "make test-quick  unit tests only (no HIL scenarios): about a minute"
 	@echo "make lint        ruff check + ruff format --check"
 	@echo "make bench       albatross benchmark"
 	@echo "make clean       remove $(VENV) and caches"
@@ -53,7 +53,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 test-quick: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not hil"
 
 lint: setup
 	$(BIN)/ruff check .

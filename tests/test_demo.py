@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.hil  # end to end: broker, vboard, simulated modem (~30 s)
+
 
 def test_demo_shows_live_telemetry_and_stops_by_itself() -> None:
     albatross = str(Path(sys.executable).with_name("albatross"))

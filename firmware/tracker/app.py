@@ -176,6 +176,22 @@ def sync_clock(board, network_s):
     log.i(_TAG, "clock set from the network (was %d s off)" % drift)
 
 
+def normalise_config(cfg, path=CONFIG_PATH):
+    """Keep the stored config complete and canonical: a file written by host tools or by an
+    older firmware (keys missing, other order) is rewritten once, atomically, so every key a
+    technician sees on the device is there. A bad file is left for inspection."""
+    if cfg.load_error is not None:
+        return
+    try:
+        with open(path) as f:
+            stored = f.read()
+    except OSError:
+        stored = None
+    if stored != cfg.text():
+        cfg.save(path)
+        log.i(_TAG, "config stored in canonical form")
+
+
 def load_board():
     import board  # board.py of the board this filesystem was built for
 
@@ -217,6 +233,7 @@ def run():
     board = load_board()
     cfg = Config.load(CONFIG_PATH)
     log.set_level(cfg["log_level"])
+    normalise_config(cfg)
     if safe_mode(board):
         log.e(
             _TAG,

@@ -440,6 +440,10 @@ class Config:
             log.e(_TAG, "using defaults, " + cfg.load_error)
         return cfg
 
+    def text(self):
+        """The file content save() writes: one key per line, in schema order."""
+        return self._serialise()
+
     def _serialise(self):
         # One key per line in schema order: readable, diffable, deterministic on every port.
         lines = []

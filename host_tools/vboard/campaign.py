@@ -28,7 +28,10 @@ from host_tools.monitor import subscribe
 from host_tools.vboard.runner import VirtualBoard
 
 STORED = re.compile(r"stored seq (\d+)")
-CONFIG = {"interval_s": 0.2, "batch_size": 5, "status_interval_s": 3600}
+# Fast sampling so a few seconds cover what a cut can hit: the first boot's config save,
+# store state writes, a segment roll-over (35 records a segment), cursor updates (every 32
+# acknowledged records or when a segment is deleted) and the appends themselves.
+CONFIG = {"interval_s": 0.1, "batch_size": 5, "status_interval_s": 3600}
 
 
 @dataclass
@@ -142,9 +145,13 @@ def run_cut(
         client.disconnect()
     lost = sorted(set(before) - checker.seqs(device_id))
     report = checker.report()["devices"].get(device_id, {})
-    config_ok = True
     try:
-        json.loads(img.read_file(copy, "config.json"))
+        stored = json.loads(img.read_file(copy, "config.json"))
+        config_ok = (
+            stored.get("device_id") == device_id
+            and stored.get("interval_s") == CONFIG["interval_s"]
+            and stored.get("broker_port") == broker.port
+        )
     except (img.ImageError, ValueError):
         config_ok = False
     return CutResult(

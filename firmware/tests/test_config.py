@@ -1,28 +1,11 @@
 import os
-import random
 
-from mptest import raises
+from mptest import TempDir, raises
 
 from tracker import config, log
 from tracker.config import SCHEMA, Config, ConfigError, schema_doc
 
 log.echo = False
-
-
-class TempDir:
-    """A fresh directory under $TMPDIR or /tmp, removed afterwards (no tempfile on MP)."""
-
-    def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/albatross_cfg_%08x" % (base.rstrip("/"), random.getrandbits(32))
-        os.mkdir(self.path)
-        return self.path
-
-    def __exit__(self, *exc):
-        for name in os.listdir(self.path):
-            os.remove(self.path + "/" + name)
-        os.rmdir(self.path)
-        return False
 
 
 def write(path, data):

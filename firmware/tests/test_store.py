@@ -1,7 +1,7 @@
 import os
 import random
 
-from mptest import raises
+from mptest import TempDir, raises
 
 from tracker import log
 from tracker import store_format as fmt
@@ -10,22 +10,6 @@ from tracker.store import Store, StoreError
 log.echo = False
 
 SEG = 200  # small segments: a few records each, so tests cross many segment boundaries
-
-
-class TempDir:
-    """A fresh directory under $TMPDIR or /tmp, removed afterwards (no tempfile on MP)."""
-
-    def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/albatross_store_%08x" % (base.rstrip("/"), random.getrandbits(32))
-        os.mkdir(self.path)
-        return self.path
-
-    def __exit__(self, *exc):
-        for name in os.listdir(self.path):
-            os.remove(self.path + "/" + name)
-        os.rmdir(self.path)
-        return False
 
 
 def payload(n):

@@ -14,7 +14,7 @@ from host_tools import image as img
 from host_tools.broker import Broker
 from host_tools.delivery_check import DeliveryCheck
 from host_tools.mqtt_watch import MqttWatch
-from host_tools.vboard.campaign import run_campaign
+from host_tools.vboard.campaign import run_campaign, stored_seqs
 from host_tools.vboard.runner import VirtualBoard
 
 pytestmark = [pytest.mark.hil, pytest.mark.bench]
@@ -56,8 +56,7 @@ def _wait_delivered(mqtt: MqttWatch, dev: str, upto: int, vb: VirtualBoard) -> D
 
 
 def _stored_upto(vb: VirtualBoard) -> int:
-    text = (vb.workdir / "console.log").read_text(errors="replace")
-    return max(int(x.split()[0]) for x in text.split("stored seq ")[1:])
+    return max(stored_seqs(vb))
 
 
 def _outage(vb: VirtualBoard, seconds: float) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from host_tools.broker import Broker
 from host_tools.delivery_check import DeliveryCheck
 from host_tools.mqtt_watch import MqttWatch
-from host_tools.vboard.campaign import run_campaign
+from host_tools.vboard.campaign import run_campaign, stored_seqs
 from host_tools.vboard.modem import Timings
 from host_tools.vboard.runner import VirtualBoard
 
@@ -19,8 +19,7 @@ LINE_RATE = 115200 / 10  # bytes per second on an 8N1 UART
 
 
 def _stored(vb: VirtualBoard) -> int:
-    text = (vb.workdir / "console.log").read_text(errors="replace")
-    return max(int(x.split()[0]) for x in text.split("stored seq ")[1:])
+    return max(stored_seqs(vb))
 
 
 def drain(broker: Broker, work: Path, backlog: int) -> dict:

@@ -66,7 +66,9 @@ class CampaignResult:
         }
 
 
-def _stored(vb: VirtualBoard) -> list[int]:
+def stored_seqs(vb: VirtualBoard) -> list[int]:
+    """Sequence numbers the firmware reported as stored on flash ("stored seq N" is printed
+    after the store's append returned), from the board's console log."""
     text = (vb.workdir / "console.log").read_text(errors="replace")
     return [int(m.group(1)) for m in STORED.finditer(text)]
 
@@ -130,7 +132,7 @@ def run_cut(
         while time.monotonic() < deadline and not vb.supervisor.status()["power_cuts"]:
             time.sleep(0.02)
         cut = bool(vb.supervisor.status()["power_cuts"])
-        before = _stored(vb) if cut else []
+        before = stored_seqs(vb) if cut else []
         # After the cut: wait until everything stored before it has been delivered.
         deadline = time.monotonic() + deliver_s
         while time.monotonic() < deadline:

@@ -24,13 +24,9 @@ RESULTS = Path("bench-results.json")
 
 
 def _wait_console(vb: VirtualBoard, text: str, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    path = vb.workdir / "console.log"
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return time.monotonic()
-        time.sleep(0.005)
-    raise RuntimeError(f"{text!r} not on {path} within {timeout} s")
+    """The moment `text` showed on the console (polled every 5 ms)."""
+    vb.wait_console(text, timeout, poll=0.005)
+    return time.monotonic()
 
 
 def boot_baseline(work: Path, runs: int) -> list[float]:
@@ -58,8 +54,7 @@ def idle_heap(work: Path) -> int:
         extra=[("main.py", (b"import gc\ngc.collect()\nprint('idle-heap', gc.mem_alloc())\n"))],
     )
     with VirtualBoard(name="idle", workdir=work / "idle", image=image) as vb:
-        _wait_console(vb, "idle-heap", 30)
-        text = (vb.workdir / "console.log").read_text()
+        text = vb.wait_console("idle-heap", 30)
     return int(text.split("idle-heap")[1].split()[0])
 
 
@@ -114,7 +109,7 @@ def soak(broker: Broker, work: Path, heap: int | None, seconds: float, interval:
         for m in watch.messages
         if m.topic.endswith("/status") and m.json.get("state") == "online"
     ]
-    console = (vb.workdir / "console.log").read_text(errors="replace")
+    console = vb.console_text()
     expected = seconds / interval
     healthy = boots == 1 and len(telemetry) >= expected * 0.6 and "MemoryError" not in console
     heap_max = max((s.get("heap", {}).get("used_max", 0) for s in statuses), default=0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,8 @@ def _board(tmp_path: Path, main: bytes, **kw: object) -> VirtualBoard:
     return VirtualBoard(name="t", workdir=tmp_path / "work", image=image, **kw)
 
 
-def _console(vb: VirtualBoard) -> str:
-    return (vb.workdir / "console.log").read_bytes().decode(errors="replace")
-
-
 def _wait_console(vb: VirtualBoard, text: str, timeout: float = 10.0, count: int = 1) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = _console(vb)
-        if out.count(text) >= count:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} x{count} not on the console; see {vb.workdir}/console.log")
+    return vb.wait_console(text, timeout, count=count)
 
 
 def _mpremote(vb: VirtualBoard, *args: str) -> str:

@@ -3,7 +3,6 @@ at any chosen write, as a brown-out would."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from host_tools import image as img
@@ -26,14 +25,7 @@ print("main: done", n)
 
 
 def _wait(vb: VirtualBoard, text: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    log = vb.workdir / "console.log"
-    while time.monotonic() < deadline:
-        out = log.read_text(errors="replace") if log.exists() else ""
-        if text in out:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in {log}")
+    return vb.wait_console(text, timeout)
 
 
 def _board(tmp_path: Path) -> VirtualBoard:

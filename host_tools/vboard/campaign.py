@@ -69,8 +69,7 @@ class CampaignResult:
 def stored_seqs(vb: VirtualBoard) -> list[int]:
     """Sequence numbers the firmware reported as stored on flash ("stored seq N" is printed
     after the store's append returned), from the board's console log."""
-    text = (vb.workdir / "console.log").read_text(errors="replace")
-    return [int(m.group(1)) for m in STORED.finditer(text)]
+    return [int(m.group(1)) for m in STORED.finditer(vb.console_text())]
 
 
 def _board(broker: Broker, work: Path, image: Path, name: str, cut_after: int) -> VirtualBoard:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,6 +161,28 @@ class VirtualBoard:
             self.modem_sim.stop()
         if self.bench:
             self.bench.stop()
+
+    def console_text(self) -> str:
+        """Everything the board printed on its console so far (console.log)."""
+        path = self.workdir / "console.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_console(
+        self, text: str, timeout: float, *, count: int = 1, poll: float = 0.05
+    ) -> str:
+        """Wait until `text` has appeared `count` times on the console; return the console.
+        Raises VboardError naming the log to read."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.console_text()
+            if out.count(text) >= count:
+                return out
+            if time.monotonic() >= deadline:
+                raise VboardError(
+                    f"{text!r} x{count} not on the console within {timeout} s; "
+                    f"see {self.workdir / 'console.log'}"
+                )
+            time.sleep(poll)
 
     @property
     def console_path(self) -> str:

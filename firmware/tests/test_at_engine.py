@@ -412,32 +412,3 @@ def test_one_byte_reads():
         assert e.counters["stray_prompts"] == 0
 
     session(t, read_size=1)
-
-
-def test_replay_of_both_transcript_formats():
-    from tracker.at_replay import parse, replay
-
-    jsonl = "\n".join(
-        [
-            '{"t": 0.0, "dir": "tx", "data": "AT+CPIN?\\r"}',
-            '{"t": 0.1, "dir": "rx", "data": "\\r\\n+CPIN: READY\\r\\n\\r\\nOK\\r\\n\\r\\nRDY"}',
-            '{"t": 0.2, "dir": "rx", "data": "\\r\\n"}',
-            '{"t": 0.3, "dir": "tx", "data": "AT+CSQ\\r"}',
-            '{"t": 0.4, "dir": "rx", "data": "\\r\\n+CME ERROR: 10\\r\\n"}',
-        ]
-    )
-    corpus = "# source: x\nAT+CPIN?\n\n+CPIN: READY\n\nOK\n\nRDY\nAT+CSQ\n+CME ERROR: 10\n"
-    for text in (jsonl, corpus):
-
-        async def t(e, u, text=text):
-            rdy, cpin = Seen(), Seen()
-            e.on_urc("RDY", rdy)
-            e.on_urc("+CPIN:", cpin)
-            out = await replay(e, u, parse(text))
-            assert [c for c, _ in out] == ["AT+CPIN?", "AT+CSQ"]
-            assert out[0][1].lines == ["+CPIN: READY"]
-            assert isinstance(out[1][1], CmeError) and out[1][1].code == 10
-            assert rdy.lines == ["RDY"] and cpin.lines == []
-            assert u.writes == [b"AT+CPIN?\r", b"AT+CSQ\r"]
-
-        session(t)

@@ -6,7 +6,7 @@ One JSON object per line (JSON Lines), appended to `<workdir>/at-<dialect>.jsonl
     {"t": 1.240112, "dir": "rx", "data": "AT+CSQ\\r\\r\\n+CSQ: 20,99\\r\\n\\r\\nOK\\r\\n"}
 
 - "t": seconds since the simulator started (monotonic clock);
-- "dir": the MCU's (host's) point of view, the same as tracker.at_replay and the firmware's
+- "dir": the MCU's (host's) point of view, the same as host_tools.at_replay and the firmware's
   recorder: "tx" = bytes the MCU sent to the modem, "rx" = bytes the modem sent to the MCU;
 - "data": the bytes decoded as latin-1, so any byte round-trips (`data.encode("latin-1")`).
 

@@ -1,9 +1,10 @@
 # AT transcripts for replay: parse them into (direction, bytes) chunks and play the modem's
-# side into a LineAssembler or an AtEngine. Used by tests and failure reports; not needed on
-# a device. Direction is the host's point of view: "tx" = host -> modem, "rx" = modem -> host.
+# side into the firmware's LineAssembler or AtEngine (CPython). Used by tests and failure
+# reports; host-only, so it lives here and not on the device. Direction is the host's point
+# of view: "tx" = host -> modem, "rx" = modem -> host.
 #
 # Two formats:
-# (a) the corpus (/work/shared/corpus/at-transcripts): leading "# ..." header lines, then
+# (a) the corpus (../shared/corpus/at-transcripts): leading "# ..." header lines, then
 #     log lines; "> " marks a host line, "< " a modem line, unmarked lines are the modem
 #     stream (echoes included). The framings the corpus logs carry are decoded so bytes are
 #     exact where the log had them: Arduino "hh:mm:ss.mmm -> " stamps, RIL "AT> "/"AT< ",
@@ -13,8 +14,14 @@
 #     as the modem simulator and jsonl_record() write them; characters U+0000..U+00FF are
 #     single bytes, so binary payloads survive.
 import json
+import sys
 
-from tracker.aio import asyncio, sleep_ms
+from host_tools.image import FIRMWARE_DIR
+
+if str(FIRMWARE_DIR) not in sys.path:
+    sys.path.insert(0, str(FIRMWARE_DIR))
+
+from tracker.aio import asyncio, sleep_ms  # noqa: E402
 
 _HEX = "0123456789abcdefABCDEF"
 _ESC = {"r": 13, "n": 10, "t": 9, "0": 0, "\\": 92, "'": 39, '"': 34}

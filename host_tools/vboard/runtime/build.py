@@ -114,6 +114,7 @@ def build(
     """Build (or take from the cache) the faithful runtime and install it at `out`."""
     source = find_source()
     manifest = (manifest or VARIANT_DIR / "manifest.py").resolve()
+    manifest_is_board = manifest != (VARIANT_DIR / "manifest.py").resolve()
     key = cache_key(source, manifest)
     cached = BUILD_ROOT / "bin" / f"{RUNTIME_NAME}-{key}"
     if not cached.is_file():
@@ -124,7 +125,8 @@ def build(
         if variant.exists():
             shutil.rmtree(variant)
         shutil.copytree(VARIANT_DIR, variant)
-        build_dir = BUILD_ROOT / "out" / key
+        # One build folder per manifest: a firmware change re-freezes and relinks only.
+        build_dir = BUILD_ROOT / "out" / (manifest.parent.name if manifest_is_board else "plain")
         cmd = [
             "make",
             "-C",
@@ -159,14 +161,27 @@ def build(
     return out
 
 
+def board_manifest(board: str) -> Path:
+    path = REPO / "boards" / board / "manifest.py"
+    if not path.is_file():
+        raise RuntimeBuildError(f"board {board!r} has no manifest.py to freeze")
+    return path
+
+
+def build_frozen(board: str, out: Path, *, quiet: bool = True) -> Path:
+    """The faithful runtime with `board`'s manifest (the app) frozen in."""
+    return build(out, manifest=board_manifest(board), quiet=quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(sys.executable).with_name(RUNTIME_NAME))
-    ap.add_argument("--manifest", type=Path, help="freeze this manifest (a board's)")
+    ap.add_argument("--board", help="freeze this board's manifest.py (the app) into it")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     try:
-        path = build(args.out, manifest=args.manifest, quiet=not args.verbose)
+        manifest = board_manifest(args.board) if args.board else None
+        path = build(args.out, manifest=manifest, quiet=not args.verbose)
     except RuntimeBuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

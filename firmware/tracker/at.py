@@ -474,7 +474,7 @@ class AtEngine:
     def _belongs(self, line):
         e = self._expect
         if e is not None:
-            return line.startswith(e)
+            return L.starts_any(line, e)  # a tuple too, also before MicroPython v1.25
         return self._pfx is not None and line.startswith(self._pfx)
 
     def _add_line(self, line):

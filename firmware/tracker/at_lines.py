@@ -102,10 +102,23 @@ URC_PREFIXES = (
 )
 
 _FINAL_TOKENS = ("SEND OK", "SEND FAIL", "NO CARRIER", "ERROR", "OK")
+_AT = ("AT", "at")
+
+
+def starts_any(line, prefixes, start=0):
+    """Whether line[start:] begins with `prefixes` (one str) or with any str in it (a tuple
+    or list). str.startswith takes a tuple only from MicroPython v1.25 (tracker/compat.py);
+    before, it raises TypeError: the line would be lost, or the AT reader task killed."""
+    if isinstance(prefixes, str):
+        return line.startswith(prefixes, start)
+    for p in prefixes:
+        if line.startswith(p, start):
+            return True
+    return False
 
 
 def is_urc(line):
-    return line.startswith(URC_PREFIXES)
+    return starts_any(line, URC_PREFIXES)
 
 
 def classify(line):
@@ -213,7 +226,7 @@ def split_glued(line):
         if line.startswith(tok) and len(line) > len(tok):
             k = len(tok)
             c = line[k]
-            if c in "+*^" or line.startswith(("AT", "at"), k) or line.startswith(URC_PREFIXES, k):
+            if c in "+*^" or starts_any(line, _AT, k) or starts_any(line, URC_PREFIXES, k):
                 return k
             return 0
     return 0

@@ -1,5 +1,6 @@
 """Property tests for the firmware config schema and persistence (CPython only)."""
 
+import json
 import math
 import re
 import sys
@@ -78,12 +79,13 @@ def test_any_bytes_as_config_file_load_without_raising(tmp_path, data):
     )
 )
 def test_any_json_object_loads_to_allowed_values(tmp_path, values):
-    import json
-
     path = tmp_path / "config.json"
     path.write_text(json.dumps(values))
     cfg = Config.load(str(path))
-    assert cfg.load_error is None
+    # NaN and Infinity are not JSON (RFC 8259): MicroPython's json refuses them, and so does
+    # the firmware's structure check on every interpreter; any other object loads.
+    finite = all(not isinstance(v, float) or math.isfinite(v) for v in values.values())
+    assert (cfg.load_error is None) == finite, cfg.load_error
     for name in KEYS:
         assert_allowed(name, cfg[name])
 
@@ -137,3 +139,95 @@ def test_numeric_strings_parse_like_python_numbers(name, text):
     else:
         with pytest.raises(ConfigError):
             cfg.set(name, text)
+
+
+# -- strict structure: a cut or malformed config.json is refused whole (tracker/compat.py) --
+
+LAYOUTS = st.sampled_from(
+    [{}, {"indent": 2}, {"separators": (",", ":")}, {"ensure_ascii": False, "indent": "\t"}]
+)
+
+
+def json_objects(strings: st.SearchStrategy | None = None) -> st.SearchStrategy:
+    """JSON objects nested a few levels, with keys and strings from `strings`."""
+    if strings is None:
+        strings = st.text(max_size=8)
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(-1e9, 1e9) | strings
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(strings, inner, max_size=3),
+        max_leaves=10,
+    )
+    return st.dictionaries(strings, values, max_size=5)
+
+
+@SETTINGS
+@given(obj=json_objects(), layout=LAYOUTS, pad=st.sampled_from(["", "\n", " \r\n\t"]))
+def test_structure_check_accepts_every_json_object(obj, layout, pad):
+    text = pad + json.dumps(obj, **layout) + pad
+    assert config.json_object_problem(text.encode()) is None, text
+
+
+@SETTINGS
+@given(obj=json_objects(), layout=LAYOUTS, data=st.data())
+def test_structure_check_refuses_every_cut(obj, layout, data):
+    text = json.dumps(obj, **layout).encode()
+    cut = data.draw(st.integers(0, len(text) - 1), label="cut")
+    assert config.json_object_problem(text[:cut]) is not None
+
+
+@SETTINGS
+@given(obj=json_objects(), layout=LAYOUTS, tail=st.text(min_size=1, max_size=5))
+def test_structure_check_refuses_anything_after_the_object(obj, layout, tail):
+    if not tail.strip(" \t\r\n"):
+        return
+    text = json.dumps(obj, **layout) + "\n" + tail
+    assert config.json_object_problem(text.encode()) is not None
+
+
+# Strings without structural characters, so every one of them in the text is structural.
+PLAIN = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters='{}[],:"\\'), max_size=6
+)
+
+
+@SETTINGS
+@given(obj=json_objects(PLAIN).filter(bool), layout=LAYOUTS, data=st.data())
+def test_structure_check_refuses_a_lost_bracket_colon_or_object_comma(obj, layout, data):
+    # MicroPython's json.loads accepts most of these (it skips "," and ":").
+    text = json.dumps(obj, **layout)
+    open_ = []
+    lost = []
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            open_.append(ch)
+        elif ch in "}]":
+            open_.pop()
+        if ch in "{}[]:" or (ch == "," and open_[-1] == "{"):
+            lost.append(i)
+    i = data.draw(st.sampled_from(lost), label="position")
+    assert config.json_object_problem((text[:i] + text[i + 1 :]).encode()) is not None
+
+
+@SETTINGS
+@given(text=st.text(alphabet='{}[],: "a1tn', max_size=24))
+def test_what_the_structure_check_accepts_cpython_parses_as_an_object(text):
+    if config.json_object_problem(text.encode()) is None:
+        assert isinstance(json.loads(text), dict), text
+
+
+@SETTINGS
+@given(
+    values=st.fixed_dictionaries({d["key"]: valid_value(d) for d in DOC.values()}), data=st.data()
+)
+def test_a_cut_config_file_is_refused_and_left_alone(tmp_path, values, data):
+    path = str(tmp_path / "config.json")
+    cfg = Config()
+    cfg.update(values)
+    cfg.save(path)
+    full = Path(path).read_bytes()
+    cut = data.draw(st.integers(0, full.rindex(b"}")), label="cut")
+    Path(path).write_bytes(full[:cut])
+    back = Config.load(path)
+    assert back.load_error and back.to_dict(secrets=True) == Config().to_dict(secrets=True)
+    assert Path(path).read_bytes() == full[:cut]

@@ -298,6 +298,102 @@ def _remove_quietly(path):
         pass
 
 
+# States of json_object_problem(): what the next token may be.
+_VALUE = 0  # any value (at the top: only an object)
+_KEY = 1  # a key string (after "," in an object)
+_KEY_OR_END = 2  # a key string or "}" (just after "{")
+_COLON = 3
+_VALUE_OR_END = 4  # a value or "]" (just after "[")
+_AFTER = 5  # "," or the closing bracket of the innermost container
+_DONE = 6  # only whitespace
+_SCALAR = b"+-.0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NUMBER = b"+-.0123456789eE"
+
+
+def json_object_problem(raw):
+    """Why the bytes `raw` are not exactly one JSON object (a short reason), or None.
+
+    Checks the structure (brackets, strings, one value between "," and ":", nothing after
+    the object); json.loads then parses the numbers. Needed because MicroPython's json is
+    lenient: before v1.26 loads() returns the part it read of a truncated object (a config
+    cut by a power loss would load half and be saved back), and every version skips ","
+    and ":" like spaces and accepts "]" for "}" (tracker/compat.py)."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    stack = []  # the open containers, "{" or "["
+    state = _VALUE
+    i = 0
+    n = len(raw)
+    while i < n:
+        c = raw[i]
+        i += 1
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            continue
+        at = i - 1
+        if state == _DONE:
+            return "text after the object at byte %d" % at
+        if c == 123 or c == 91:  # { [
+            if state != _VALUE and state != _VALUE_OR_END:
+                return "unexpected %r at byte %d" % (chr(c), at)
+            if not stack and c != 123:
+                return "not a JSON object"
+            stack.append(c)
+            state = _KEY_OR_END if c == 123 else _VALUE_OR_END
+            continue
+        if c == 125 or c == 93:  # } ]
+            opener = 123 if c == 125 else 91
+            end_ok = state == _KEY_OR_END if c == 125 else state == _VALUE_OR_END
+            if not stack or stack[-1] != opener or not (state == _AFTER or end_ok):
+                return "unexpected %r at byte %d" % (chr(c), at)
+            stack.pop()
+            state = _AFTER if stack else _DONE
+            continue
+        if c == 44:  # ,
+            if state != _AFTER:
+                return "unexpected ',' at byte %d" % at
+            state = _KEY if stack[-1] == 123 else _VALUE
+            continue
+        if c == 58:  # :
+            if state != _COLON:
+                return "unexpected ':' at byte %d" % at
+            state = _VALUE
+            continue
+        if not stack:
+            return "not a JSON object"
+        if c == 34:  # a string: skip to its closing quote
+            while True:
+                if i >= n:
+                    return "truncated inside a string"
+                c = raw[i]
+                i += 1
+                if c == 34:
+                    break
+                if c == 92:  # backslash: the next byte is escaped
+                    i += 1
+                elif c < 32:
+                    return "control character in a string at byte %d" % (i - 1)
+            if state == _KEY or state == _KEY_OR_END:
+                state = _COLON
+                continue
+        elif c in _SCALAR:  # a number, true, false or null
+            while i < n and raw[i] in _SCALAR:
+                i += 1
+            word = raw[at:i]
+            if word != b"true" and word != b"false" and word != b"null":
+                # MicroPython reads "1true" or "truefalse" as two values: a lost ","
+                for b in word:
+                    if b not in _NUMBER:
+                        return "bad value at byte %d" % at
+        else:
+            return "unexpected byte 0x%02x at byte %d" % (c, at)
+        if state != _VALUE and state != _VALUE_OR_END:
+            return "unexpected value at byte %d" % at
+        state = _AFTER
+    if state == _DONE:
+        return None
+    return "no JSON object" if state == _VALUE else "truncated (the object never ends)"
+
+
 def _read_json_object(path):
     """The parsed JSON object in `path`. OSError if unreadable, ValueError if not valid."""
     size = os.stat(path)[6]
@@ -306,6 +402,9 @@ def _read_json_object(path):
     with open(path, "rb") as f:
         # Read what is there, not the limit: a 4 KB buffer is a lot on a fragmented heap.
         raw = f.read(size + 1)
+    problem = json_object_problem(raw)
+    if problem is not None:
+        raise ValueError(problem)
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")

@@ -8,11 +8,13 @@ image; the flashing tools write the same bytes to a real board's vfs partition.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 
 from littlefs import LittleFS, LittleFSError
@@ -78,6 +80,59 @@ def compile_mpy(device_path: str, source: bytes) -> tuple[str, bytes]:
         return device_path[:-3] + ".mpy", out.read_bytes()
 
 
+# The .mpy bytecode format MicroPython releases load, newest first: (first release, format)
+# (docs/reference/mpyfiles.rst of the MicroPython source; v1.19 and up load format 6).
+# Bytecode-only files carry no sub-version, so 6.x from any mpy-cross 6 loads on all of them.
+MPY_FORMATS = (((1, 19, 0), 6),)
+
+
+def _release(text: object) -> tuple[int, int, int]:
+    parts = str(text).split(".")
+    try:
+        major, minor, micro = (int(p) for p in (parts + ["0"])[:3])
+    except ValueError:
+        raise ImageError(f"{text!r} is not a MicroPython release like 1.28.0") from None
+    return major, minor, micro
+
+
+@cache
+def mpy_cross_format(path: str) -> int:
+    """The .mpy format (major) the mpy-cross at `path` emits, from its --version."""
+    result = subprocess.run([path, "--version"], capture_output=True, text=True)
+    found = re.search(r"mpy v(\d+)", result.stdout)
+    if result.returncode or not found:
+        said = (result.stdout + result.stderr).strip() or "no output"
+        raise ImageError(f"{path} --version does not name its .mpy format: {said}")
+    return int(found.group(1))
+
+
+def check_micropython(board: str, *, compiled: bool) -> None:
+    """The board's MicroPython (board.json micropython.version) runs this firmware (not older
+    than firmware/tracker/compat.py's MIN_MICROPYTHON: e.g. it mounts our littlefs image)
+    and, when .mpy files go onto the flash, loads the format the pinned mpy-cross emits."""
+    from host_tools.fwconfig import firmware_compat
+
+    compat = firmware_compat()
+    declared = (board_info(board).get("micropython") or {}).get("version")
+    if not declared:
+        raise ImageError(f"board {board}: board.json states no micropython.version")
+    version = _release(declared)
+    if version < tuple(compat.MIN_MICROPYTHON):
+        need = compat.version_text(compat.MIN_MICROPYTHON)
+        raise ImageError(
+            f"board {board} runs MicroPython {declared}, older than {need}, the oldest the "
+            "firmware supports (firmware/tracker/compat.py): flash a newer MicroPython"
+        )
+    if compiled:
+        loads = next((fmt for since, fmt in MPY_FORMATS if version >= since), None)
+        emits = mpy_cross_format(find_mpy_cross())
+        if emits != loads:
+            raise ImageError(
+                f"mpy-cross emits .mpy v{emits} but MicroPython {declared} (board {board}) "
+                f"loads v{loads}: pin the mpy-cross of that release in pyproject.toml"
+            )
+
+
 def device_files(
     board: str, *, compiled: bool, frozen: bool = False
 ) -> Iterator[tuple[str, bytes]]:
@@ -85,6 +140,7 @@ def device_files(
     frozen: the MicroPython build carries the app's modules (boards/<board>/manifest.py), so
     only boot.py, main.py and the data files go onto the filesystem: a module there would
     shadow the frozen one ('' comes before '.frozen' in sys.path, as on ESP32)."""
+    check_micropython(board, compiled=compiled and not frozen)
     for dev, host in list(firmware_files()) + list(board_files(board)):
         if frozen and dev.endswith(".py") and dev not in SOURCE_ONLY:
             continue

@@ -5,7 +5,7 @@ import gc
 import json
 import os
 
-from tracker import VERSION, log
+from tracker import VERSION, compat, log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
 from tracker.config import Config
 from tracker.link import TcpLink
@@ -230,6 +230,10 @@ def safe_mode(board):
 
 
 def run():
+    too_old = compat.problem()
+    if too_old:  # refuse before touching anything: the REPL stays free for a reflash
+        log.e(_TAG, too_old)
+        return
     board = load_board()
     cfg = Config.load(CONFIG_PATH)
     log.set_level(cfg["log_level"])

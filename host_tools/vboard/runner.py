@@ -93,6 +93,7 @@ class VirtualBoard:
             self.runtime = (
                 runtime if isinstance(runtime, rt.Runtime) else rt.resolve(runtime, board=board)
             )
+            rt.check_version(self.runtime)  # before building anything: one line, both versions
         except rt.RuntimeUnavailable as e:
             raise VboardError(str(e)) from None
         # None: what MicroPython gets on the board's module (board.json), on this runtime.

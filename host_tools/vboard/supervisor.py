@@ -133,6 +133,7 @@ class Supervisor:
         self.cut_off_s = 0.05
         try:
             self.runtime = runtime or rt.resolve()
+            rt.check_version(self.runtime)  # the firmware's oldest MicroPython (compat.py)
         except rt.RuntimeUnavailable as e:
             raise VboardError(str(e)) from None
         self.micropython = self.runtime.path

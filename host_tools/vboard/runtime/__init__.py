@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 RUNTIMES = ("esp32", "esp32-frozen", "unix64")
@@ -98,6 +101,44 @@ def resolve(name: str | None = None, *, board: str | None = None) -> Runtime:
         "(make setup builds it; needs gcc-multilib); using the 64-bit PyPI micropython"
     )
     return _unix64()
+
+
+@cache
+def micropython_version(path: str) -> tuple[int, int, int]:
+    """The MicroPython release of the runtime at `path` (asked once per path)."""
+    try:
+        result = subprocess.run(
+            [path, "-c", "import sys; print(sys.implementation.version)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeUnavailable(f"cannot run {path}: {e}") from None
+    # (1, 28, 0, '') from v1.22 on, (1, 21, 0) before.
+    found = re.match(r"\((\d+), (\d+), (\d+)", result.stdout.strip())
+    if result.returncode or not found:
+        said = (result.stdout + result.stderr).strip().splitlines()
+        raise RuntimeUnavailable(
+            f"{path} does not say which MicroPython it is: {said[-1] if said else 'no output'}"
+        )
+    major, minor, micro = (int(n) for n in found.groups())
+    return major, minor, micro
+
+
+def check_version(runtime: Runtime) -> None:
+    """RuntimeUnavailable unless the runtime's MicroPython is at least the oldest the
+    firmware supports (MIN_MICROPYTHON in firmware/tracker/compat.py)."""
+    from host_tools.fwconfig import firmware_compat
+
+    compat = firmware_compat()
+    version = micropython_version(runtime.path)
+    if version < tuple(compat.MIN_MICROPYTHON):
+        have, need = compat.version_text(version), compat.version_text(compat.MIN_MICROPYTHON)
+        raise RuntimeUnavailable(
+            f"runtime {runtime.name} ({runtime.path}) is MicroPython {have}, older than "
+            f"{need}, the oldest the firmware supports (firmware/tracker/compat.py)"
+        )
 
 
 # The 64-bit port's objects are up to twice an ESP32's (pointer-sized fields), and its heap

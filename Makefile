@@ -7,7 +7,8 @@ BROKER_STAMP := $(VENV)/.broker-stamp
 # The virtual board's ESP32-faithful MicroPython (32-bit, single-precision floats), built once
 # from the pinned v1.28.0 source; without it the vboard falls back to the 64-bit PyPI build.
 RUNTIME := $(BIN)/micropython-esp32
-RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/runtime/build.py)
+RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/runtime/build.py \
+  host_tools/vboard/rom/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-quick lint bench clean

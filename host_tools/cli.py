@@ -15,8 +15,6 @@ from host_tools.errors import EXPECTED_ERRORS
 
 
 def _vboard_args(p: argparse.ArgumentParser) -> None:
-    from host_tools.vboard.supervisor import DEFAULT_HEAP
-
     p.add_argument("--broker", help="mqtt://HOST:PORT the firmware reports to")
     p.add_argument("--device-id", help="device id (default: derived from the board's uid)")
     p.add_argument("--interval", type=int, help="sampling/report interval in seconds")
@@ -25,8 +23,14 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--battery", type=float, help="initial simulated battery voltage, V")
     p.add_argument(
         "--heap",
-        default=str(DEFAULT_HEAP),
-        help=f"MicroPython heap, e.g. 160k (default {DEFAULT_HEAP // 1024}k)",
+        help="MicroPython heap, e.g. 160k, or a board whose module's heap to take, e.g. "
+        "esp32_generic_sim7600 (default: the --board's, from its board.json)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("esp32", "esp32-frozen", "unix64"),
+        help="esp32: the 32-bit ESP32-faithful MicroPython (default); esp32-frozen: the same "
+        "with the app frozen in; unix64: the 64-bit PyPI build",
     )
     p.add_argument("--image", type=Path, help="flash image to boot and keep (created if missing)")
     p.add_argument(
@@ -45,8 +49,7 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None):
-    from host_tools.vboard.runner import VirtualBoard, config_overrides
-    from host_tools.vboard.supervisor import parse_size
+    from host_tools.vboard.runner import VirtualBoard, config_overrides, parse_heap
 
     config = config_overrides(broker=args.broker, device_id=args.device_id, interval=args.interval)
     return VirtualBoard(
@@ -55,7 +58,8 @@ def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None)
         image=args.image,
         board=args.board,
         config=config,
-        heap=parse_size(args.heap),
+        heap=parse_heap(args.heap),
+        runtime=args.runtime,
         refresh_firmware=args.refresh_firmware,
         temperature=args.temperature,
         humidity=args.humidity,
@@ -82,6 +86,7 @@ def cmd_vboard(args: argparse.Namespace) -> int:
     print(f"vboard: console {vb.console_path}", file=sys.stderr, flush=True)
     print(f"vboard: bench   {vb.workdir} (albatross bench {vb.name} ...)", file=sys.stderr)
     print(f"vboard: image   {vb.image}", file=sys.stderr, flush=True)
+    print(f"vboard: runtime {vb.runtime.describe()}; heap {vb.heap} B", file=sys.stderr)
     try:
         _wait_for_stop(args.seconds)
     finally:
@@ -171,6 +176,21 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0 if tally.ok else 1
 
 
+def cmd_runtime(args: argparse.Namespace) -> int:
+    from host_tools.vboard import runtime as rt
+    from host_tools.vboard.runtime import build
+
+    if args.op == "build":
+        out = rt.frozen_path(args.board) if args.board else rt.bin_dir() / rt.RUNTIME_NAME
+        manifest = build.board_manifest(args.board) if args.board else None
+        print(f"runtime: {build.build(out, manifest=manifest)}")
+        return 0
+    runtime = rt.resolve(args.runtime, board=args.board)
+    print(runtime.describe())
+    print(f"path: {runtime.path}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from host_tools.benchmark import run
 
@@ -209,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim7600 | a7670 | bg96 | none (default: the board's, a SIM7600)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("runtime", help="build or show the virtual board's MicroPython")
+    p.add_argument("op", choices=("build", "info"))
+    p.add_argument("--board", help="build: freeze this board's manifest.py (the app) into it")
+    p.add_argument("--runtime", choices=("esp32", "esp32-frozen", "unix64"), help="info: which")
+    p.set_defaults(func=cmd_runtime)
 
     p = sub.add_parser("benchmark", help="measure boot time, heap and the smallest heap")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"))

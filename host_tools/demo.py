@@ -10,7 +10,7 @@ import time
 from host_tools.broker import start_broker
 from host_tools.monitor import format_message, subscribe
 from host_tools.vboard.runner import VirtualBoard
-from host_tools.vboard.supervisor import DEFAULT_HEAP, parse_size
+from host_tools.vboard.supervisor import parse_size
 
 
 class ConsoleLines:
@@ -45,13 +45,14 @@ def run_demo(
                 "device_id": "demo-tracker",
                 "interval_s": interval,
             },
-            heap=parse_size(heap) if heap else DEFAULT_HEAP,
+            heap=parse_size(heap) if heap else None,  # None: the board's module's heap
             temperature=4.0,
             humidity=55.0,
             modem=modem,
             echo=ConsoleLines(),
         )
         vb.start()
+        print(f"demo: runtime {vb.runtime.describe()}, heap {vb.heap} B", flush=True)
         print(
             f"demo: modem {vb.modem or 'none (host TCP)'}; AT transcript in {vb.workdir}",
             flush=True,

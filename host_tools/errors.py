@@ -7,9 +7,20 @@ def _collect() -> tuple[type[BaseException], ...]:
     from host_tools.broker import BrokerError
     from host_tools.image import ImageError
     from host_tools.vboard.bench import BenchError
+    from host_tools.vboard.runtime import RuntimeUnavailable
+    from host_tools.vboard.runtime.build import RuntimeBuildError
     from host_tools.vboard.supervisor import VboardError
 
-    return (BrokerError, ImageError, BenchError, VboardError, ValueError, OSError)
+    return (
+        BrokerError,
+        ImageError,
+        BenchError,
+        VboardError,
+        RuntimeUnavailable,
+        RuntimeBuildError,
+        ValueError,
+        OSError,
+    )
 
 
 EXPECTED_ERRORS = _collect()

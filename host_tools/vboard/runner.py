@@ -9,18 +9,34 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from host_tools import image as img
 from host_tools.broker import connect_url
+from host_tools.vboard import runtime as rt
 from host_tools.vboard.bench import Bench
 from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
 from host_tools.vboard.modem_wiring import attach_modem
-from host_tools.vboard import runtime as rt
-from host_tools.vboard.supervisor import Supervisor, VboardError
+from host_tools.vboard.supervisor import Supervisor, VboardError, parse_size
 
 DEFAULT_BOARD = "unix_sim"
+
+
+def parse_heap(text: str | None) -> int | None:
+    """--heap: a size ('110k', '2M', bytes) or a board whose module's heap to take."""
+    if not text:
+        return None
+    if (img.BOARDS_DIR / text / "board.json").is_file():
+        heap = (img.board_info(text).get("ram") or {}).get("micropython_heap")
+        if not heap:
+            raise VboardError(f"board {text!r} states no ram.micropython_heap in its board.json")
+        return int(heap)
+    try:
+        return parse_size(text)
+    except VboardError as e:
+        known = ", ".join(sorted(p.parent.name for p in img.BOARDS_DIR.glob("*/board.json")))
+        raise VboardError(f"{e}, or a board ({known})") from None
 
 
 def default_workdir(name: str) -> Path:
@@ -69,14 +85,16 @@ class VirtualBoard:
         temperature: float | None = None,
         humidity: float | None = None,
         battery: float | None = None,
-        crash_reboot_ms: int = 2000,
         echo: Callable[[bytes], None] | None = None,
         modem: str | None = "board",
         modem_timings: Timings | None = None,
         cut_after: int = 0,
+        files: Iterable[tuple[str, bytes]] = (),
     ) -> None:
         """modem: a simulator dialect (sim7600, a7670, bg96), "none" for the host's TCP
-        instead of a modem, or "board" for what the board's board.json says."""
+        instead of a modem, or "board" for what the board's board.json says.
+        files: (device path, bytes) written onto the flash after the firmware, e.g. a test's
+        own main.py."""
         self.name = name
         self.workdir = Path(workdir) if workdir else default_workdir(name)
         self.keep_image = image is not None
@@ -86,7 +104,7 @@ class VirtualBoard:
         validate_config(self.config)
         self.refresh_firmware = refresh_firmware
         self.initial = dict(temperature=temperature, humidity=humidity, battery=battery)
-        self.crash_reboot_ms = crash_reboot_ms
+        self.files = list(files)
         self.echo = echo
         self.board_info = img.board_info(board)
         try:
@@ -121,12 +139,19 @@ class VirtualBoard:
         board_json = ("board.json", json.dumps(self.board_info, indent=1).encode())
         if self.keep_image and self.image.exists():
             if self.refresh_firmware:
-                img.refresh_firmware(self.image, board=self.board)
+                img.refresh_firmware(self.image, board=self.board, frozen=self.frozen)
             if self.config:
                 img.merge_config(self.image, self.config)
-            img.write_file(self.image, *board_json)
+            for extra in [board_json, *self.files]:
+                img.write_file(self.image, *extra)
         else:
-            img.build_image(self.image, board=self.board, config=self.config, extra=[board_json])
+            img.build_image(
+                self.image,
+                board=self.board,
+                config=self.config,
+                extra=[board_json, *self.files],
+                frozen=self.frozen,
+            )
 
     def start(self) -> VirtualBoard:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +180,6 @@ class VirtualBoard:
             ticks_start_ms=self.ticks_start_ms,
             clock_start=self.clock_start,
             env=env,
-            crash_reboot_ms=self.crash_reboot_ms,
             echo=self.echo,
         )
         sv = self.supervisor
@@ -200,6 +224,11 @@ class VirtualBoard:
                     f"see {self.workdir / 'console.log'}"
                 )
             time.sleep(poll)
+
+    @property
+    def frozen(self) -> bool:
+        """The runtime carries the app: the filesystem gets only boot.py, main.py and data."""
+        return self.runtime.frozen_board is not None
 
     @property
     def console_path(self) -> str:

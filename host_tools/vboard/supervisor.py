@@ -2,8 +2,9 @@
 
 It owns the console pty (what a USB-serial adapter would be), starts `micropython` on the ROM
 runtime in `rom/`, relays console bytes, turns Ctrl-C into SIGINT while code runs (as the UART
-interrupt-char does), and restarts the process on every kind of reset: soft reset, hard reset,
-watchdog, crash, deep sleep and power cuts. Resets are requested by the ROM over a control pipe.
+interrupt-char does), and restarts the process on every kind of reset an ESP32 has: soft reset,
+machine.reset(), a machine.WDT timeout, deep sleep and power cuts (an exception out of main.py is
+not one: the board stays in the REPL). Resets are requested by the ROM over a control pipe.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import hashlib
 import os
 import pty
 import selectors
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tty
@@ -41,6 +40,15 @@ RESET_NAMES = {
     DEEPSLEEP_RESET: "deepsleep",
     SOFT_RESET: "soft",
 }
+# Resets the ESP32's RTC counts through (only the CPU restarts; the RTC domain keeps power and
+# the time). A power-on or a brown-out starts it over.
+RTC_KEPT = (HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET)
+# A brown-out is not a machine.reset_cause() value: ESP32 MicroPython reports it as PWRON_RESET
+# (modmachine.c) and the chip's reset-reason register says 15 (the ROM's _vmachine.mem32 answers
+# it from ALBATROSS_RTC_RESET_REASON). Used by the supervisor only.
+BROWNOUT_RESET = -1
+RTC_BROWN_OUT_RESET = 15
+RESET_NAMES[BROWNOUT_RESET] = "brownout"
 
 CTRL_C = 3
 # Why 320 KiB. An ESP32 without PSRAM leaves MicroPython about 110 KB of GC heap (32-bit);
@@ -112,7 +120,6 @@ class Supervisor:
         block_size: int = 4096,
         uid: str | None = None,
         env: dict[str, str] | None = None,
-        crash_reboot_ms: int = 2000,
         echo: Callable[[bytes], None] | None = None,
         runtime: rt.Runtime | None = None,
         ticks_start_ms: int | None = None,
@@ -125,7 +132,6 @@ class Supervisor:
         self.block_size = block_size
         self.uid = uid or hashlib.sha1(str(self.image).encode()).hexdigest()[:12]
         self.extra_env = dict(env or {})
-        self.crash_reboot_ms = crash_reboot_ms
         self.echo = echo
         # Cut the power at the N-th flash program/erase of the next boot (0 = never); it
         # applies once, the board then boots again with the power left on.
@@ -141,6 +147,9 @@ class Supervisor:
         # host's clock); see runtime/variant/esp32_clock.c.
         self.ticks_start_ms = ticks_start_ms
         self.clock_start = clock_start
+        # The board's wall clock minus the host's (None: the host's). machine.RTC sets it (the
+        # ROM reports "c<unix s>"), and the next boot starts where it has got to.
+        self._rtc_offset: float | None = None
         self.stats = BoardStats()
         self.console_log_path = self.workdir / "console.log"
         self.events_log_path = self.workdir / "vboard.log"
@@ -160,6 +169,7 @@ class Supervisor:
         self._interrupt_armed = False
         self._wdt_deadline: float | None = None
         self._wdt_timeout = 0.0
+        self._spawned_at = 0.0
         self._restart_at: float | None = None
         self._restart_cause = PWRON_RESET
         self._restart_mode = "friendly"
@@ -195,7 +205,8 @@ class Supervisor:
         self._events_log.close()
 
     def reset(self, kind: str = "hard") -> None:
-        """kind: hard | soft | watchdog."""
+        """kind: hard | soft | watchdog | brownout (the supply dipped: the chip resets at
+        once, as on a power cut, and reports a power-on reset its RTC says was a brown-out)."""
         self._command("reset", kind)
 
     def power_cut(self, off_s: float = 0.2) -> None:
@@ -300,7 +311,8 @@ class Supervisor:
                 self._kill_child()
                 self._restart(PWRON_RESET, "friendly", delay=float(arg))
             elif name == "reset":
-                cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET}[arg]
+                cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET,
+                         "brownout": BROWNOUT_RESET}[arg]  # fmt: skip
                 self._restart(cause, "friendly", delay=0)
         return True
 
@@ -308,7 +320,16 @@ class Supervisor:
         now = time.monotonic()
         if self._wdt_deadline is not None and now >= self._wdt_deadline:
             self._event("watchdog timeout")
-            self._console_out(b"\r\nwatchdog: task watchdog expired, resetting\r\n")
+            # What ESP-IDF's task watchdog prints before its panic reboots the chip.
+            t = b"E (%d) task_wdt: " % int((now - self._spawned_at) * 1000)
+            self._console_out(
+                b"\r\n" + t + b"Task watchdog got triggered. The following tasks/users did not"
+                b" reset the watchdog in time:\r\n"
+                + t
+                + b" - mpy_machine_wdt\r\n"
+                + t
+                + b"Aborting.\r\n\r\nRebooting...\r\n"
+            )
             self._restart(WDT_RESET, "friendly", delay=0)
         if self._restart_at is not None and now >= self._restart_at and self._powered:
             self._restart_at = None
@@ -318,6 +339,9 @@ class Supervisor:
         self._soft_restarting = cause == SOFT_RESET
         if not self._soft_restarting:
             self._held_input = b""
+        # A soft reset leaves the ESP32's task watchdog running (ports/esp32/main.c does not
+        # touch it): it keeps counting and the next firmware must feed it in time.
+        wdt = (self._wdt_timeout, self._wdt_deadline) if cause == SOFT_RESET else None
         self._kill_child()
         name = RESET_NAMES[cause]
         self.stats.resets[name] = self.stats.resets.get(name, 0) + 1
@@ -327,6 +351,8 @@ class Supervisor:
         if delay == 0:
             self._restart_at = None
             self._spawn()
+        if wdt is not None and wdt[1] is not None:
+            self._wdt_timeout, self._wdt_deadline = wdt
 
     def _spawn(self) -> None:
         ctl_r, ctl_w = os.pipe()
@@ -336,19 +362,26 @@ class Supervisor:
         env.update(
             ALBATROSS_IMAGE=str(self.image),
             ALBATROSS_BLOCK_SIZE=str(self.block_size),
-            ALBATROSS_RESET_CAUSE=str(self._restart_cause),
+            ALBATROSS_RESET_CAUSE=str(max(self._restart_cause, PWRON_RESET)),
+            ALBATROSS_RTC_RESET_REASON=(
+                str(RTC_BROWN_OUT_RESET) if self._restart_cause == BROWNOUT_RESET else ""
+            ),
             ALBATROSS_BOOT_MODE=self._restart_mode,
             ALBATROSS_UID=self.uid,
             ALBATROSS_CTL_FD=str(ctl_w),
             ALBATROSS_ACK_FD=str(ack_r),
-            ALBATROSS_CRASH_REBOOT_MS=str(self.crash_reboot_ms),
             ALBATROSS_CUT_AFTER=str(self.cut_after),
         )
         if self.ticks_start_ms is not None:
             env["ALBATROSS_TICKS_START_MS"] = str(self.ticks_start_ms)
-        if self.clock_start is not None:
-            env["ALBATROSS_CLOCK_START"] = str(self.clock_start)
-        cmd = [self.micropython, "-X", f"heapsize={self.heap}", str(ROM_DIR / "_vboot.py")]
+        if self._restart_cause not in RTC_KEPT:
+            start = self.clock_start
+            self._rtc_offset = None if start is None else start - time.time()
+        if self._rtc_offset is not None:
+            env["ALBATROSS_CLOCK_START"] = str(round(time.time() + self._rtc_offset))
+        # The faithful runtime has the ROM frozen in (no heap spent on it, as on an ESP32).
+        rom = ["-m", "_vboot"] if self.runtime.rom_frozen else [str(ROM_DIR / "_vboot.py")]
+        cmd = [self.micropython, "-X", f"heapsize={self.heap}", *rom]
         self._child = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -366,6 +399,9 @@ class Supervisor:
         self._ctl_buf = b""
         self._interrupt_armed = False
         self._wdt_deadline = None
+        self._wdt_timeout = 0.0
+        if self._restart_cause != SOFT_RESET:
+            self._spawned_at = time.monotonic()  # the chip's log clock (esp_log_timestamp)
         assert self._child.stdout is not None and self._child.stdin is not None
         os.set_blocking(self._child.stdout.fileno(), False)
         os.set_blocking(self._child.stdin.fileno(), False)
@@ -417,6 +453,7 @@ class Supervisor:
         self._ctl_r = self._ack_w = -1
         self._interrupt_armed = False
         self._wdt_deadline = None
+        self._wdt_timeout = 0.0
 
     def _on_child_output(self) -> None:
         child = self._child
@@ -466,8 +503,6 @@ class Supervisor:
             self._restart(SOFT_RESET, "friendly", delay=0)
         elif kind == b"s":
             self._restart(SOFT_RESET, "raw", delay=0)
-        elif kind == b"W":
-            self._restart(WDT_RESET, "friendly", delay=0)
         elif kind == b"D":
             ms = int(arg or b"0")
             self._event(f"deep sleep {ms} ms")
@@ -484,7 +519,10 @@ class Supervisor:
             self.cut_after = 0
             self._event(f"power cut at flash operation {arg.decode()}")
             self._restart(PWRON_RESET, "friendly", delay=self.cut_off_s)
-        elif kind == b"w":
+        elif kind == b"c":  # machine.RTC().datetime(...) set the clock
+            self._rtc_offset = int(arg) - time.time()
+            self._event(f"RTC set to {int(arg)}")
+        elif kind == b"w":  # machine.WDT(timeout=...): start, or reconfigure and restart
             self._wdt_timeout = int(arg) / 1000
             self._wdt_deadline = time.monotonic() + self._wdt_timeout
         elif kind == b"f":

@@ -41,6 +41,11 @@ class Runtime:
         """32-bit, single-precision: heap figures are an ESP32's."""
         return self.name != "unix64"
 
+    @property
+    def rom_frozen(self) -> bool:
+        """The virtual board's ROM (host_tools/vboard/rom) is frozen in: run `-m _vboot`."""
+        return self.faithful
+
     def describe(self) -> str:
         what = {
             "esp32": "MicroPython 1.28.0 Unix port, 32-bit, single-precision (ESP32-faithful)",

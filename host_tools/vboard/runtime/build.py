@@ -17,6 +17,7 @@ and the manifest's files, so `make setup` builds once.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -29,6 +30,7 @@ from host_tools.vboard.runtime import RUNTIME_NAME
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent.parent
 VARIANT_DIR = HERE / "variant"
+ROM_DIR = HERE.parent / "rom"  # frozen into every build (variant/manifest.py)
 BUILD_ROOT = REPO / "build" / "runtime"
 MICROPYTHON_VERSION = "1.28.0"
 SOURCE_CANDIDATES = (
@@ -37,6 +39,11 @@ SOURCE_CANDIDATES = (
 )
 # What the build needs of the source tree (the vendored copy holds exactly these and more).
 SOURCE_PARTS = ("py", "extmod", "shared", "ports/unix", "mpy-cross", "tools", "lib")
+
+
+# libc's clock (esp32_clock.c; -D_TIME_BITS=64 names them __time64 and __gettimeofday64)
+# and the GC's entry points (vstats.c) are wrapped at link time.
+WRAPPED = ("__time64", "__gettimeofday64", "gc_alloc", "gc_realloc", "gc_collect")
 
 
 class RuntimeBuildError(Exception):
@@ -68,6 +75,7 @@ def manifest_inputs(manifest: Path) -> list[Path]:
     """The manifest and every .py/.json/.h/.c file under the folders a frozen build may take
     from this project (firmware/, the board folder): any change there means a rebuild."""
     files = [p for p in VARIANT_DIR.iterdir() if p.is_file()]
+    files += sorted(ROM_DIR.glob("*.py"))
     if manifest.resolve() != (VARIANT_DIR / "manifest.py").resolve():
         files.append(manifest)
         for folder in (REPO / "firmware" / "tracker", manifest.parent):
@@ -117,48 +125,69 @@ def build(
     manifest_is_board = manifest != (VARIANT_DIR / "manifest.py").resolve()
     key = cache_key(source, manifest)
     cached = BUILD_ROOT / "bin" / f"{RUNTIME_NAME}-{key}"
-    if not cached.is_file():
-        if shutil.which("gcc") is None or shutil.which("make") is None:
-            raise RuntimeBuildError("gcc and make are needed (apt-get install gcc-multilib make)")
-        tree = _writable_copy(source, BUILD_ROOT / "src")
-        variant = BUILD_ROOT / "variants" / "esp32sim"
-        if variant.exists():
-            shutil.rmtree(variant)
-        shutil.copytree(VARIANT_DIR, variant)
-        # One build folder per manifest: a firmware change re-freezes and relinks only.
-        build_dir = BUILD_ROOT / "out" / (manifest.parent.name if manifest_is_board else "plain")
-        cmd = [
-            "make",
-            "-C",
-            str(tree / "ports" / "unix"),
-            f"-j{jobs or os.cpu_count() or 2}",
-            f"VARIANT_DIR={variant}",
-            f"BUILD={build_dir}",
-            f"FROZEN_MANIFEST={manifest}",
-            "CFLAGS_EXTRA=-m32",
-            "LDFLAGS_EXTRA=-m32 -static -Wl,--wrap=__time64,--wrap=__gettimeofday64",
-            "MICROPY_PY_BTREE=0",
-            "MICROPY_PY_SSL=0",
-            "MICROPY_PY_FFI=0",
-        ]
-        # BUILD= on the make command line leaks into the mpy-cross sub-make: build that
-        # first with its own defaults, so the port's make finds it ready.
-        steps = [["make", "-C", str(tree / "mpy-cross"), f"-j{jobs or os.cpu_count() or 2}"], cmd]
-        for step in steps:
-            result = subprocess.run(step, capture_output=quiet, text=True)
-            if result.returncode:
-                tail = (result.stderr or result.stdout or "")[-1500:] if quiet else ""
-                raise RuntimeBuildError(f"build failed: {' '.join(step[:4])} ...\n{tail}")
-        binary = build_dir / "micropython"
-        if not binary.is_file():
-            raise RuntimeBuildError(f"build produced no binary at {binary}")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(binary, cached)
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    # One build at a time (tests and benches start boards in parallel): the others wait,
+    # then find the binary in the cache.
+    with open(BUILD_ROOT / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cached.is_file():
+            _build_into(cached, source, manifest, manifest_is_board, jobs, quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     shutil.copy2(cached, tmp)
     os.replace(tmp, out)
     return out
+
+
+def _build_into(
+    cached: Path,
+    source: Path,
+    manifest: Path,
+    manifest_is_board: bool,
+    jobs: int | None,
+    quiet: bool,
+) -> None:
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        raise RuntimeBuildError("gcc and make are needed (apt-get install gcc-multilib make)")
+    tree = _writable_copy(source, BUILD_ROOT / "src")
+    variant = BUILD_ROOT / "variants" / "esp32sim"
+    if variant.exists():
+        shutil.rmtree(variant)
+    shutil.copytree(VARIANT_DIR, variant)
+    # One build folder per manifest: a firmware change re-freezes and relinks only.
+    build_dir = BUILD_ROOT / "out" / (manifest.parent.name if manifest_is_board else "plain")
+    cmd = [
+        "make",
+        "-C",
+        str(tree / "ports" / "unix"),
+        f"-j{jobs or os.cpu_count() or 2}",
+        f"VARIANT_DIR={variant}",
+        f"BUILD={build_dir}",
+        f"FROZEN_MANIFEST={manifest}",
+        "CFLAGS_EXTRA=-m32",
+        "LDFLAGS_EXTRA=-m32 -static " + ",".join(["-Wl"] + [f"--wrap={s}" for s in WRAPPED]),
+        "MICROPY_PY_BTREE=0",
+        "MICROPY_PY_SSL=0",
+        "MICROPY_PY_FFI=0",
+    ]
+    # BUILD= on the make command line leaks into the mpy-cross sub-make: build that
+    # first with its own defaults, so the port's make finds it ready.
+    steps = [["make", "-C", str(tree / "mpy-cross"), f"-j{jobs or os.cpu_count() or 2}"], cmd]
+    for step in steps:
+        result = subprocess.run(step, capture_output=quiet, text=True)
+        if result.returncode and step is cmd and build_dir.exists():
+            # An incremental re-freeze can trip over what an interrupted build left:
+            # once more from a clean folder.
+            shutil.rmtree(build_dir)
+            result = subprocess.run(step, capture_output=quiet, text=True)
+        if result.returncode:
+            tail = (result.stderr or result.stdout or "")[-1500:] if quiet else ""
+            raise RuntimeBuildError(f"build failed: {' '.join(step[:4])} ...\n{tail}")
+    binary = build_dir / "micropython"
+    if not binary.is_file():
+        raise RuntimeBuildError(f"build produced no binary at {binary}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, cached)
 
 
 def board_manifest(board: str) -> Path:

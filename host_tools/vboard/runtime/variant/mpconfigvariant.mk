@@ -5,5 +5,5 @@ MICROPY_PY_SSL = 0
 MICROPY_PY_FFI = 0
 MICROPY_STANDALONE = 0
 FROZEN_MANIFEST ?= $(VARIANT_DIR)/manifest.py
-# build.py links with -m32 -static -Wl,--wrap=__time64,--wrap=__gettimeofday64: esp32_clock.c
-# shifts the wall clock that way.
+# build.py links with -m32 -static and --wrap for libc's clock (esp32_clock.c) and the GC's
+# entry points (vstats.c): see WRAPPED there.

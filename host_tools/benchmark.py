@@ -3,7 +3,8 @@ run (these machines are shared and noisy, so ratios travel better than seconds).
 
 Figures: vboard start to first telemetry PUBACK'd at the broker (baseline: start to a bare
 REPL), the firmware's steady-state live heap high-water mark (baseline: an idle REPL), and the
-smallest --heap at which the tracker keeps reporting for the soak time without a reboot.
+RAM of the standard scenario on each runtime (benchmark_ram.py: smallest heap, live heap, bytes
+and collections per reading, app size on flash).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import benchmark_modem, benchmark_store
+from host_tools import benchmark_modem, benchmark_ram, benchmark_store
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
+from host_tools.vboard import runtime as rt
 from host_tools.vboard.runner import VirtualBoard
 
 RESULTS = Path("bench-results.json")
@@ -123,28 +125,6 @@ def soak(broker: Broker, work: Path, heap: int | None, seconds: float, interval:
     }
 
 
-def smallest_heap(
-    broker: Broker, work: Path, seconds: float, lo: int, hi: int, step: int = 8 * 1024
-) -> tuple[int, list[dict]]:
-    """Bisection for the smallest heap (multiple of `step`) that soaks healthily."""
-    trials = []
-    lo_k, hi_k = lo // step, hi // step  # invariant: hi healthy, lo not (checked as we go)
-    while hi_k - lo_k > 1:
-        mid = (lo_k + hi_k) // 2
-        result = soak(broker, work, mid * step, seconds)
-        trials.append(result)
-        print(
-            f"  heap {mid * step // 1024:4d}k: {'ok' if result['healthy'] else 'FAILS'} "
-            f"({result['reports']} reports, {result['boots']} boots)",
-            flush=True,
-        )
-        if result["healthy"]:
-            hi_k = mid
-        else:
-            lo_k = mid
-    return hi_k * step, trials
-
-
 def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
     runs = 2 if quick else 5
     soak_s = 20.0 if quick else 60.0
@@ -155,8 +135,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         fp = first_publish(broker, work, runs)
         idle = idle_heap(work)
         steady = soak(broker, work, None, soak_s)
-        print("bench: searching the smallest heap", flush=True)
-        min_heap, trials = smallest_heap(broker, work, soak_s, lo=16 * 1024, hi=256 * 1024)
+        ram = benchmark_ram.run(broker, work, quick=quick)
         modem = benchmark_modem.run(broker, work, quick=quick)
         store = benchmark_store.run(broker, work, quick=quick)
     results = {
@@ -169,14 +148,15 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "steady_heap_high_water_bytes": steady["heap_used_max"],
         "steady_heap_over_idle": steady["heap_used_max"] / idle if idle else None,
         "steady_soak": steady,
-        "smallest_heap_bytes": min_heap,
-        "smallest_heap_trials": trials,
+        "runtime": rt.resolve().describe(),
+        "ram": ram,
         "soak_s": soak_s,
         "modem": modem,
         "store": store,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
+    print(benchmark_ram.summary(ram))
     print(benchmark_modem.summary(modem))
     print(benchmark_store.summary(store))
     print(f"bench: written to {out}")
@@ -186,6 +166,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
 def summary(r: dict) -> str:
     return "\n".join(
         [
+            f"runtime: {r['runtime']}",
             f"vboard start -> REPL (baseline):   {r['boot_to_repl_s']['median'] * 1000:7.0f} ms",
             "vboard start -> first telemetry:   "
             f"{r['start_to_first_publish_s']['median'] * 1000:7.0f} ms  "
@@ -193,7 +174,5 @@ def summary(r: dict) -> str:
             f"idle REPL live heap (baseline):    {r['idle_heap_bytes']:7d} B",
             f"tracker steady live heap max:      {r['steady_heap_high_water_bytes']:7d} B  "
             f"({r['steady_heap_over_idle']:.1f}x idle)",
-            f"smallest --heap for {r['soak_s']:.0f} s of reports: "
-            f"{r['smallest_heap_bytes'] // 1024} KiB",
         ]
     )

@@ -6,12 +6,12 @@ the small-int range, float rounding and the 2^30 ms ticks wrap are then an ESP32
 board's `manifest.py` the same build also freezes the app, so the RAM of a frozen deployment
 is measured too.
 
-Where the source comes from, in order: $ALBATROSS_MICROPYTHON_SRC; `../shared/vendor/
-micropython-1.28.0` beside the project (how the project's machines get it: a copy of the tag,
-unchanged); the git submodule `third_party/micropython` pinned at tag v1.28.0 (`git submodule
-update --init third_party/micropython` elsewhere). The source is read only: a writable copy is
-made under build/. A build is cached under a key of the source's version, the variant's files
-and the manifest's files, so `make setup` builds once.
+Where the source comes from, in order (third_party/README.md pins it: tag v1.28.0, commit
+e0e9fbb1): $ALBATROSS_MICROPYTHON_SRC; `../shared/vendor/micropython-1.28.0` beside the project
+(how the project's machines get it: an unchanged copy of the tag); a checkout of the tag in
+`third_party/micropython`. A tree that is not v1.28.0 is refused. The source is read only: a
+writable copy is made under build/. A build is cached under a key of the source's version,
+the variant's files and the manifest's files, so `make setup` builds once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,12 +56,27 @@ def find_source() -> Path:
     candidates = [Path(env)] if env else list(SOURCE_CANDIDATES)
     for path in candidates:
         if (path / "py" / "mpconfig.h").is_file() and (path / "ports" / "unix").is_dir():
+            found = source_version(path)
+            if found != MICROPYTHON_VERSION:
+                raise RuntimeBuildError(
+                    f"{path} is MicroPython {found}, not the pinned {MICROPYTHON_VERSION}"
+                )
             return path
     tried = ", ".join(str(p) for p in candidates)
     raise RuntimeBuildError(
         f"MicroPython {MICROPYTHON_VERSION} source not found (tried {tried}); "
-        "run `git submodule update --init third_party/micropython`"
+        "see third_party/README.md"
     )
+
+
+def source_version(tree: Path) -> str:
+    """MAJOR.MINOR.MICRO from the tree's py/mpconfig.h."""
+    text = (tree / "py" / "mpconfig.h").read_text(errors="replace")
+    parts = []
+    for name in ("MAJOR", "MINOR", "MICRO"):
+        m = re.search(rf"#define MICROPY_VERSION_{name} \(?(\d+)", text)
+        parts.append(m.group(1) if m else "?")
+    return ".".join(parts)
 
 
 def _files_digest(paths: list[Path]) -> str:

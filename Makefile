@@ -11,7 +11,7 @@ RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/
   host_tools/vboard/rom/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-quick lint bench clean
+.PHONY: help setup demo test test-quick lint bench soak clean
 
 help:
 	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-quick  unit tests only (no HIL scenarios): about a minute"
 	@echo "make lint        ruff check + ruff format --check"
 	@echo "make bench       albatross benchmark"
+	@echo "make soak        the 30-minute PSRAM-less fit scenario (hil_tests/test_fit.py)"
 	@echo "make clean       remove $(VENV) and caches"
 
 setup: $(STAMP) $(BROKER_STAMP) $(RUNTIME)
@@ -81,6 +82,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/albatross benchmark
+
+soak: setup
+	ALBATROSS_FIT_MINUTES=30 $(BIN)/python -m pytest hil_tests/test_fit.py -s
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -4,6 +4,7 @@ CPython in pytest must run where the firmware really runs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -40,3 +41,20 @@ def test_firmware_unit_tests_pass_on_the_unix_port(module: str) -> None:
     )
     passed, failed = (int(part.split()[0]) for part in summary.split(", "))
     assert failed == 0 and passed >= 1, summary
+
+
+@pytest.mark.skipif(not RUNTIME.faithful, reason="only the ESP32-faithful runtime sets its ticks")
+def test_deadlines_hold_where_the_runtimes_own_tick_counter_wraps() -> None:
+    # Code that reads ticks_ms() itself (the AT engine's deadlines) cannot take a test's clock:
+    # the runtime starts its counter 10 s below the 2^30 wrap, and the module's wrap tests
+    # wait for it (mptest.ticks_before_wrap), failing if it is already past.
+    env = {**os.environ, "ALBATROSS_TICKS_START_MS": str((1 << 30) - 10000)}
+    result = subprocess.run(
+        [RUNTIME.path, "-X", f"heapsize={HEAP}", "firmware/tests/run_mp.py", "test_at_engine"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -93,6 +93,16 @@ class Board:
             "status": self._modem_pin("status"),
         }
 
+    def set_time(self, unix_s):
+        """Set the RTC from Unix seconds UTC through machine.RTC, as the ESP32 boards do (the
+        Unix port counts from 1970 where ESP32 MicroPython counts from 2000)."""
+        import time
+
+        from machine import RTC
+
+        y, mo, d, h, mi, s, wd = time.gmtime(unix_s)[:7]
+        RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+
     def reset(self):
         import machine
 

@@ -3,6 +3,10 @@
 import asyncio
 import os
 import random
+import time
+
+from tracker import aio
+from tracker.aio import ticks_add, ticks_diff, ticks_ms
 
 
 class raises:
@@ -40,7 +44,54 @@ class TempDir:
         return self.path
 
     def __exit__(self, *exc):
-        for name in os.listdir(self.path):
-            os.remove(self.path + "/" + name)
-        os.rmdir(self.path)
+        _remove_tree(self.path)
         return False
+
+
+def _remove_tree(path):
+    for name in os.listdir(path):
+        p = path + "/" + name
+        if os.stat(p)[0] & 0x4000:  # S_IFDIR (a store's data directory)
+            _remove_tree(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
+
+
+class FakeClock:
+    """A ticks_ms() for code that takes a clock: it reads `start` now (say just below the
+    2^30 wrap), counts on in real time, so asyncio sleeps still match it, and jumps ahead on
+    advance(ms) (days pass in a test that way, in steps of less than 2^29 ms)."""
+
+    def __init__(self, start):
+        self._base = start
+        self._t0 = ticks_ms()
+
+    def __call__(self):
+        return ticks_add(self._base, ticks_diff(ticks_ms(), self._t0))
+
+    def advance(self, ms):
+        self._base = ticks_add(self._base, ms)
+
+
+def ticks_before_wrap(before_ms):
+    """Bring ticks_ms() to `before_ms` below its wrap, for code that reads the counter itself.
+    CPython's counter is set (aio.set_ticks_ms; ticks_after_test() puts it back). The device's
+    can't be: the interpreter must have started near the wrap (ALBATROSS_TICKS_START_MS, see
+    tests/test_firmware_on_unix_port.py), and this waits for the moment. False when the
+    counter is far from the wrap and nobody asked for it to be near."""
+    if hasattr(aio, "set_ticks_ms"):
+        aio.set_ticks_ms(ticks_add(0, -before_ms))
+        return True
+    wait = ticks_diff(0, ticks_ms()) - before_ms  # ms until then (counter below the wrap)
+    if 0 <= wait < 60000:
+        time.sleep_ms(wait)
+        return True
+    if os.getenv("ALBATROSS_TICKS_START_MS"):
+        raise AssertionError("ticks_ms() is %d: not close enough below the wrap" % ticks_ms())
+    return False
+
+
+def ticks_after_test():
+    if hasattr(aio, "set_ticks_ms"):
+        aio.set_ticks_ms(None)

@@ -1,9 +1,9 @@
 # AT engine tests against the scripted fake UART; run under CPython (pytest) and the Unix port.
 from fake_uart import FakeUart, ReadOnlyStream
-from mptest import raises, run
+from mptest import raises, run, ticks_after_test, ticks_before_wrap
 
 from tracker import at_lines, log
-from tracker.aio import asyncio, sleep_ms
+from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
 from tracker.at import AtEngine, AtError, AtTimeout, CmeError, CmsError
 
 log.echo = False
@@ -412,3 +412,31 @@ def test_one_byte_reads():
         assert e.counters["stray_prompts"] == 0
 
     session(t, read_size=1)
+
+
+def test_a_deadline_past_the_tick_wrap_holds():
+    # ticks_ms() wraps at 2^30 ms on the device: the whole exchange's deadline lies beyond it.
+    near = ticks_before_wrap(150)
+    times = []
+
+    async def late_prompt(u):
+        await sleep_ms(250)  # after the wrap; then SEND OK never comes
+        u.inject("\r\n>")
+
+    async def t(e, u):
+        prompt = asyncio.create_task(late_prompt(u))
+        times.append(ticks_ms())
+        with raises(AtTimeout):
+            # The outer limit only stops a wrong deadline (days away) from hanging the test.
+            await wait_for_ms(e.send_with_prompt("AT+CIPSEND=0,5", b"hi", timeout_ms=400), 3000)
+        times.append(ticks_ms())
+        await prompt
+
+    try:
+        session(t)
+    finally:
+        ticks_after_test()
+    t0, t1 = times
+    if near:
+        assert t0 > (1 << 30) - 1000 and t1 < 1000, times  # the deadline was past the wrap
+    assert 350 <= ticks_diff(t1, t0) <= 1000, times

@@ -13,6 +13,7 @@ from tracker.records import encode, make_record
 from tracker.sensors import Battery, Sensors
 from tracker.sht4x import Sht4x
 from tracker.store import Store
+from tracker.timing import Every, Uptime
 from tracker.uplink import Uplink
 
 _TAG = "app"
@@ -25,8 +26,9 @@ HEAP_CHECK_MS = 5000
 
 
 class Tracker:
-    def __init__(self, board, cfg):
+    def __init__(self, board, cfg, clock=ticks_ms):
         self.board = board
+        self._clock = clock  # ticks_ms, or a test's clock started near the wrap
         self.cfg = cfg
         self.reset_cause = board.reset_cause()
         self.device_id = cfg["device_id"] or "alb-" + board.unique_id()
@@ -43,9 +45,9 @@ class Tracker:
         self.store = Store(STORE_ROOT, capacity_records=cfg["store_capacity"])
         self.link = make_link(board, cfg)
         self.uplink = Uplink(self.link, cfg, self.device_id, self.store, self.status)
-        self.started_ms = ticks_ms()
+        self.uptime = Uptime(clock)
         self._last_error = None
-        self._status_at = ticks_ms()
+        self._status_at = clock()
         self.heap = {"used": 0, "used_max": 0, "free": 0}
         self._failed = asyncio.Event()
         self._failure = None
@@ -55,7 +57,7 @@ class Tracker:
             "fw": VERSION,
             "board": self.board.name,
             "reset_cause": self.reset_cause,
-            "uptime_s": ticks_diff(ticks_ms(), self.started_ms) // 1000,
+            "uptime_s": self.uptime.seconds(),
             "config_error": self.cfg.load_error,
             "sensors": self.sensors.counters(),
             "store": dict(self.store.info(), **self.store.counters),
@@ -64,8 +66,7 @@ class Tracker:
         }
 
     async def sample_loop(self):
-        interval_ms = int(self.cfg["interval_s"] * 1000)
-        next_at = ticks_ms()
+        every = Every(int(self.cfg["interval_s"] * 1000), self._clock)
         while True:
             sample = await self.sensors.sample()
             rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample)
@@ -87,22 +88,18 @@ class Tracker:
                     " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
                 ),
             )
-            next_at += interval_ms
-            delay = ticks_diff(next_at, ticks_ms())
-            if delay < 0:  # fell behind (slow bus, long GC): don't burst to catch up
-                next_at = ticks_ms()
-                delay = 0
-            await sleep_ms(delay)
+            await sleep_ms(every.wait_ms())
 
     async def health_loop(self):
-        started = ticks_ms()
+        started = self._clock()
         healthy = False
         while True:
             self.measure_heap()
-            if ticks_diff(ticks_ms(), self._status_at) >= self.cfg["status_interval_s"] * 1000:
-                self._status_at = ticks_ms()
+            self.uptime.seconds()  # often enough that it never misses a wrap
+            if ticks_diff(self._clock(), self._status_at) >= self.cfg["status_interval_s"] * 1000:
+                self._status_at = self._clock()
                 self.uplink.status_changed()
-            if not healthy and ticks_diff(ticks_ms(), started) >= HEALTHY_AFTER_MS:
+            if not healthy and ticks_diff(self._clock(), started) >= HEALTHY_AFTER_MS:
                 healthy = True
                 clear_crash_count()
             await sleep_ms(HEAP_CHECK_MS)

@@ -10,9 +10,11 @@ import _vctl
 import _vhost  # noqa: F401 - stays in sys.modules for boards/unix_sim
 import _vmachine
 import _vrepl
+import _vtime
 import vfs
 
 sys.modules["machine"] = _vmachine
+sys.modules["time"] = _vtime  # its wall clock is the one machine.RTC sets
 
 VERSION = "%d.%d.%d" % sys.implementation.version[:3]
 

@@ -7,6 +7,7 @@ import time
 
 import _vctl
 import machine as _unix_machine  # the Unix port's built-in module, re-exported below
+from _vtime import RTC  # noqa: F401 - with the clock it sets
 
 PWRON_RESET = 1
 HARD_RESET = 2

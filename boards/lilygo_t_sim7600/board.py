@@ -105,6 +105,13 @@ class Board:
 
         machine.reset()
 
+    def watchdog(self, timeout_ms):
+        """machine.WDT(timeout=timeout_ms): resets the board (WDT_RESET) unless fed in time.
+        It cannot be stopped; called again, the same watchdog takes the new timeout."""
+        import machine
+
+        return machine.WDT(timeout=timeout_ms)
+
     def reset_cause(self):
         """One of power_on, hard, watchdog, deepsleep, soft (unknown for anything else)."""
         import machine

@@ -1,9 +1,8 @@
 # Composition root: read the board and the config, build drivers and modules, start the
-# tasks, and own the global exception policy (an unexpected task failure reboots the board,
-# as the watchdog would, rather than leaving a half-dead tracker in the field).
+# tasks, and own the global exception policy (tracker/watchdog.py: an unexpected failure is
+# recorded and resets the board, a hung task starves the machine.WDT, rather than leaving a
+# half-dead tracker in the field).
 import gc
-import json
-import os
 
 from tracker import VERSION, compat, log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
@@ -14,21 +13,27 @@ from tracker.sensors import Battery, Sensors
 from tracker.sht4x import Sht4x
 from tracker.store import Store
 from tracker.timing import Every, Uptime
-from tracker.uplink import Uplink
+from tracker.uplink import OPEN_TIMEOUT_MS, Uplink
+from tracker.watchdog import HEALTHY_AFTER_MS, SAFE_MODE_AFTER, Guard, Watch, supervise
 
 _TAG = "app"
 CONFIG_PATH = "config.json"
 STORE_ROOT = "data"
-CRASH_COUNT_PATH = "crashes.json"
-SAFE_MODE_AFTER = 5  # consecutive watchdog/crash reboots before main.py stops starting the app
-HEALTHY_AFTER_MS = 60000
 HEAP_CHECK_MS = 5000
+# How long each watched task may go without progress before the WDT is starved: the sampler
+# twice its interval plus the sensors' slowest retries; the uplink its longest bounded wait
+# (a modem bring-up) plus the longest backoff; the AT reader only between two reads.
+SAMPLE_SLACK_MS = 10000
+UPLINK_STALL_MS = OPEN_TIMEOUT_MS + 120000
+AT_READER_STALL_MS = 10000
 
 
 class Tracker:
-    def __init__(self, board, cfg, clock=ticks_ms):
+    def __init__(self, board, cfg, clock=ticks_ms, guard=None):
         self.board = board
         self._clock = clock  # ticks_ms, or a test's clock started near the wrap
+        self.guard = guard or Guard(board, clock=clock)
+        self.sampling = Watch()
         self.cfg = cfg
         self.reset_cause = board.reset_cause()
         self.device_id = cfg["device_id"] or "alb-" + board.unique_id()
@@ -45,6 +50,8 @@ class Tracker:
         self.store = Store(STORE_ROOT, capacity_records=cfg["store_capacity"])
         self.link = make_link(board, cfg)
         self.uplink = Uplink(self.link, cfg, self.device_id, self.store, self.status)
+        modem = getattr(self.link, "modem", None)
+        self.at = modem.at if modem is not None else None  # the AT engine make_link started
         self.uptime = Uptime(clock)
         self._last_error = None
         self._status_at = clock()
@@ -63,7 +70,21 @@ class Tracker:
             "store": dict(self.store.info(), **self.store.counters),
             "heap": self.heap,
             "log": {"warnings": log.counts[log.WARNING], "errors": log.counts[log.ERROR]},
+            "memory_errors": self.memory_errors(),
+            "crashes": self.guard.record.streak,
+            "last_crash": self.last_crash(),
         }
+
+    def memory_errors(self):
+        n = self.guard.memory.count
+        if self.at is not None:
+            n += self.at.counters["memory_errors"]
+        return n
+
+    def last_crash(self):
+        """What ended the last failed run ("hung: sampling made no progress ..."), or None."""
+        r = self.guard.record
+        return "%s: %s" % (r.error, r.message) if r.error else None
 
     async def sample_loop(self):
         every = Every(int(self.cfg["interval_s"] * 1000), self._clock)
@@ -71,6 +92,7 @@ class Tracker:
             sample = await self.sensors.sample()
             rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample)
             self.store.append(encode(rec))
+            self.sampling.beat()  # stored: progress, as the watchdog's feeder sees it
             self.uplink.wake()
             error = sample.get("sensor_error")
             if error != self._last_error:
@@ -101,7 +123,7 @@ class Tracker:
                 self.uplink.status_changed()
             if not healthy and ticks_diff(self._clock(), started) >= HEALTHY_AFTER_MS:
                 healthy = True
-                clear_crash_count()
+                self.guard.record.healthy()
             await sleep_ms(HEAP_CHECK_MS)
 
     def measure_heap(self):
@@ -114,13 +136,9 @@ class Tracker:
         if used > self.heap["used_max"]:
             self.heap["used_max"] = used
 
-    async def _guard(self, coro):
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self._failure = e
+    def _fail(self, err):
+        if self._failure is None:
+            self._failure = err
             self._failed.set()
 
     async def run(self):
@@ -129,8 +147,21 @@ class Tracker:
             "albatross %s on %s as %s, reset cause %s"
             % (VERSION, self.board.name, self.device_id, self.reset_cause),
         )
-        for coro in (self.sample_loop(), self.uplink.run(), self.health_loop()):
-            asyncio.create_task(self._guard(coro))
+        g = self.guard
+        for name, start in (
+            ("sampling", self.sample_loop),
+            ("uplink", self.uplink.run),
+            ("health", self.health_loop),
+        ):
+            asyncio.create_task(supervise(name, start, g.memory, self._fail, self._clock))
+        # Fed only while sampling, the uplink and the AT reader all get work done.
+        feeder = g.watchdog(self.cfg["watchdog_s"] * 1000)
+        interval_ms = int(self.cfg["interval_s"] * 1000)
+        feeder.watch("sampling", self.sampling, 2 * interval_ms + SAMPLE_SLACK_MS)
+        feeder.watch("uplink", self.uplink, UPLINK_STALL_MS)
+        if self.at is not None:
+            feeder.watch("at_reader", self.at, AT_READER_STALL_MS)
+        asyncio.create_task(feeder.run(g.hung))
         await self._failed.wait()
         raise self._failure
 
@@ -195,51 +226,26 @@ def load_board():
     return board.create()
 
 
-def _read_crash_count():
-    try:
-        with open(CRASH_COUNT_PATH) as f:
-            return int(json.load(f)["count"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
-def _write_crash_count(n):
-    tmp = CRASH_COUNT_PATH + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"count": n}, f)
-    os.rename(tmp, CRASH_COUNT_PATH)
-
-
-def clear_crash_count():
-    if _read_crash_count():
-        _write_crash_count(0)
-
-
-def safe_mode(board):
-    """True when the last SAFE_MODE_AFTER boots all ended in a crash or watchdog reset: then
-    main.py leaves the REPL to the technician instead of crashing again."""
-    if board.reset_cause() != "watchdog":
-        clear_crash_count()
-        return False
-    n = _read_crash_count() + 1
-    _write_crash_count(n)
-    return n >= SAFE_MODE_AFTER
-
-
 def run():
     too_old = compat.problem()
     if too_old:  # refuse before touching anything: the REPL stays free for a reflash
         log.e(_TAG, too_old)
         return
     board = load_board()
+    guard = Guard(board)
+    if guard.boot():  # counted from the crash record: failures in a row, not reset causes
+        r = guard.record
+        log.e(
+            _TAG,
+            "safe mode: %d crash/watchdog resets in a row (last %s: %s); app not started. "
+            "Fix it, then machine.reset()" % (SAFE_MODE_AFTER, r.error, r.message),
+        )
+        return
+    guard.run(lambda: _app(board, guard))
+
+
+def _app(board, guard):
     cfg = Config.load(CONFIG_PATH)
     log.set_level(cfg["log_level"])
     normalise_config(cfg)
-    if safe_mode(board):
-        log.e(
-            _TAG,
-            "safe mode: %d crash reboots in a row; app not started. "
-            "Fix it, then machine.reset()" % SAFE_MODE_AFTER,
-        )
-        return
-    asyncio.run(Tracker(board, cfg).run())
+    asyncio.run(Tracker(board, cfg, guard=guard).run())

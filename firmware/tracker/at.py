@@ -8,6 +8,8 @@
 # (asyncio.StreamReader over machine.UART on the ESP32, over a pty on the virtual board),
 # `write(data)` and, if present, `await drain()`. `write=` overrides the writer with a
 # plain function (e.g. machine.UART.write when only the reader is a stream).
+import gc
+
 from tracker import aio, log
 from tracker import at_lines as L
 from tracker.aio import TimeoutError, asyncio, sleep_ms, wait_for_ms
@@ -19,7 +21,7 @@ _SETTLE_MS = 100  # after a resync's first answer, how long further stale answer
 
 _COUNTERS = (
     "commands timeouts errors bytes_tx bytes_rx urcs unknown_urcs stray_finals stray_prompts"
-    " echoes dropped_lines handler_errors read_errors resyncs"
+    " echoes dropped_lines handler_errors read_errors resyncs memory_errors"
 ).split()
 
 
@@ -145,6 +147,10 @@ class AtEngine:
         self._task = None
         self._stale = 0  # commands written whose final never came (timed out / cancelled)
         self._prev = None  # the previous command, whose echo may still arrive
+        # Liveness for the watchdog's feeder: progress counts reads; idle while the reader
+        # waits on the UART (a quiet modem is not a hung reader), False once it is gone.
+        self.progress = 0
+        self.idle = False
         self._idle()
         if urcs:
             for prefix, handler in urcs.items() if hasattr(urcs, "items") else urcs:
@@ -375,27 +381,41 @@ class AtEngine:
         uart = self._uart
         buf = self._rbuf
         into = getattr(uart, "readinto", None)
-        while True:
-            try:
-                if into is not None:
-                    n = await into(buf)
-                    data = buf
-                else:
-                    data = await uart.read(len(buf))
-                    n = len(data) if data else 0
-            except Exception as e:  # not CancelledError: that is a BaseException
-                self.counters["read_errors"] += 1
-                log.w(_TAG, "read failed: %s" % e)
-                await sleep_ms(100)
-                continue
-            if not n:
-                # EOF on a pty whose other side restarts: poll gently, keep the engine.
-                await sleep_ms(50)
-                continue
-            self.counters["bytes_rx"] += n
-            if self.recorder:
-                self.recorder("rx", bytes(data[:n]))
-            self._asm.feed(data, n)
+        try:
+            while True:
+                self.progress = (self.progress + 1) & 0x3FFFFFFF
+                self.idle = True
+                try:
+                    if into is not None:
+                        n = await into(buf)
+                        data = buf
+                    else:
+                        data = await uart.read(len(buf))
+                        n = len(data) if data else 0
+                except Exception as e:  # not CancelledError: that is a BaseException
+                    self.idle = False
+                    self.counters["read_errors"] += 1
+                    log.w(_TAG, "read failed: %s" % e)
+                    await sleep_ms(100)
+                    continue
+                self.idle = False
+                if not n:
+                    # EOF on a pty whose other side restarts: poll gently, keep the engine.
+                    await sleep_ms(50)
+                    continue
+                self.counters["bytes_rx"] += n
+                if self.recorder:
+                    self.recorder("rx", bytes(data[:n]))
+                try:
+                    self._asm.feed(data, n)
+                except MemoryError:
+                    # Never fatal: this read's bytes are lost, as in a UART overrun; a command
+                    # in flight times out and the next one resyncs.
+                    self.counters["memory_errors"] += 1
+                    self._asm.reset()
+                    gc.collect()
+        finally:
+            self.idle = False
 
     def _on_event(self, kind, value):
         try:

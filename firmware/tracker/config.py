@@ -244,6 +244,10 @@ SCHEMA = (
     Key("status_interval_s", int, 900,
         "Seconds between retained status reports (also sent on connect and on faults)",
         min=10, max=86400),
+    Key("watchdog_s", int, 30,
+        "Seconds the hardware watchdog waits for a feed before it resets the board; it is "
+        "fed only while sampling, the uplink and the modem reader make progress",
+        min=2, max=3600),
     Key("apn", str, "", "Access point name of the SIM's data plan (empty: network default)",
         min=0, max=63, chars="A-Za-z0-9.-"),
     Key("rat", str, "auto", "Radio access preference of the modem",

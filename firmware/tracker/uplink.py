@@ -35,6 +35,13 @@ class Uplink:
         self.last_error = None
         self.connected = False
         self._status_dirty = False
+        # Liveness for the watchdog's feeder: progress changes with every turn of the loops;
+        # idle while waiting for a reading to send is this task's normal state.
+        self.progress = 0
+        self.idle = False
+
+    def _beat(self):
+        self.progress = (self.progress + 1) & 0x3FFFFFFF
 
     def status_changed(self):
         """Ask for a fresh retained status message at the next chance."""
@@ -47,6 +54,7 @@ class Uplink:
 
     async def run(self):
         while True:
+            self._beat()
             try:
                 await self._session()
             except (MqttError, ModemError, OSError, asyncio.TimeoutError) as e:
@@ -87,6 +95,7 @@ class Uplink:
             self._status_dirty = True
             proved = False
             while True:
+                self._beat()
                 if client.dead:
                     self.counters["link_losses"] += 1
                     raise MqttError("link lost: %s" % client.dead_reason)
@@ -99,7 +108,11 @@ class Uplink:
                 batch = self._store.read_batch(self._cfg["batch_size"], MAX_MESSAGE_BYTES)
                 if not batch:
                     self._work.clear()
-                    await self._work.wait()
+                    self.idle = True
+                    try:
+                        await self._work.wait()
+                    finally:
+                        self.idle = False
                     continue
                 await client.publish(self.topic_telemetry, self._message(batch), qos=1)
                 # Only a PUBACK releases records (SEND OK or a written socket proves nothing).

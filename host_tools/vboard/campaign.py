@@ -79,7 +79,6 @@ def _board(broker: Broker, work: Path, image: Path, name: str, cut_after: int) -
         image=image,
         modem="none",
         cut_after=cut_after,
-        crash_reboot_ms=200,
     )
 
 
@@ -162,7 +161,12 @@ def run_cut(
         lost=lost,
         conflicts=len(report.get("conflicts", [])),
         duplicates=report.get("duplicates", 0),
-        failed_boot=status["resets"].get("watchdog", 0) > 0 or status["unexpected_exits"] > 0,
+        # The firmware resets the board (hard) after a crash it caught; a crash before its
+        # guard leaves a traceback and the REPL; a hung app ends in a watchdog reset.
+        failed_boot=status["resets"].get("watchdog", 0) > 0
+        or status["resets"].get("hard", 0) > 0
+        or status["unexpected_exits"] > 0
+        or "Traceback" in vb.console_text(),
         config_intact=config_ok,
     )
 

@@ -1,9 +1,9 @@
 # The virtual board's ROM: what MicroPython's ESP32 port does between reset and the REPL.
 # Mount the littlefs2 flash at "/", run boot.py, then main.py (only after a reset into the
-# friendly REPL, as pyexec does), then the REPL; report resets to the supervisor.
+# friendly REPL, as pyexec does), then the REPL; report resets to the supervisor. An
+# exception out of main.py is printed and the board stays in the REPL, as on the chip.
 import os
 import sys
-import time
 
 import _vblockdev
 import _vctl
@@ -38,21 +38,6 @@ def run_file(path, g):
     return _vrepl.run_code(src, path, "exec", g)
 
 
-def crash_reboot(err):
-    """An uncaught exception in main.py: print it, then reboot after a pause, as the
-    watchdog of a deployed tracker would. Ctrl-C during the pause stays in the REPL."""
-    _vrepl.print_exception(err)
-    delay = int(os.getenv("ALBATROSS_CRASH_REBOOT_MS") or 2000)
-    _vrepl.write("watchdog: rebooting in %d ms (Ctrl-C to stay in the REPL)\r\n" % delay)
-    _vctl.interrupt_char(True)
-    try:
-        time.sleep_ms(delay)
-    except KeyboardInterrupt:
-        _vctl.interrupt_char(False)
-        return
-    _vctl.request(b"W")
-
-
 def main():
     _vctl.open_channels()  # before the host filesystem disappears from "/"
     mount_flash()
@@ -68,10 +53,10 @@ def main():
         if isinstance(err, SystemExit):
             _vrepl.write("MPY: soft reboot\r\n")
             _vctl.request(b"S")
-        elif isinstance(err, KeyboardInterrupt):
-            _vrepl.print_exception(err)
         elif err is not None:
-            crash_reboot(err)
+            # As pyexec on the ESP32: print it and stay in the REPL. Only machine.reset(), a
+            # machine.WDT timeout, a power cut or the bench restart the board.
+            _vrepl.print_exception(err)
     while True:
         if mode == "raw":
             mode = _vrepl.raw_repl(g)

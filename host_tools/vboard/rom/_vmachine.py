@@ -59,13 +59,40 @@ def lightsleep(ms=0):
     time.sleep_ms(ms)
 
 
-class WDT:
-    """The supervisor resets the board with WDT_RESET when feed() stops for `timeout` ms.
-    As on ESP32, a started watchdog cannot be stopped."""
+_WORD_MIN = -0x80000000  # mp_int_t on the ESP32 is 32 bits
+_WORD_MAX = 0x7FFFFFFF
 
-    def __init__(self, id=0, timeout=5000):
-        self._timeout = timeout
+
+def _machine_int(value):
+    """An argument as MicroPython's mp_obj_get_int() takes it on a 32-bit port."""
+    if not isinstance(value, int):
+        raise TypeError("can't convert %s to int" % type(value).__name__)
+    if not _WORD_MIN <= value <= _WORD_MAX:
+        raise OverflowError("overflow converting long int to machine word")
+    return value
+
+
+class WDT:
+    """machine.WDT as ports/esp32/machine_wdt.c makes it: one task-watchdog user, so every
+    WDT(...) returns the same object and reconfigures its timeout (which restarts the count);
+    id must be 0 and timeout_ms > 0 (any 32-bit value above that). There is no deinit() and
+    no timeout_ms(): once started it cannot be stopped, not even by a soft reset (the
+    supervisor keeps counting). When feed() stops for `timeout` ms the supervisor resets the
+    board with WDT_RESET. feed() writes a preallocated message: it allocates nothing."""
+
+    _the = None
+
+    def __new__(cls, id=0, timeout=5000):
+        id = _machine_int(id)
+        timeout = _machine_int(timeout)
+        if id != 0:
+            raise ValueError
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        if cls._the is None:
+            cls._the = object.__new__(cls)
         _vctl.send(b"w%d" % timeout)
+        return cls._the
 
     def feed(self):
-        _vctl.send(b"f")
+        _vctl.feed()

@@ -79,6 +79,17 @@ def _notice(text: str) -> None:
         print(f"note: {text}", file=sys.stderr, flush=True)
 
 
+def _refresh(path: Path) -> None:
+    """The ROM and the variant are frozen into the runtime: rebuild it (seconds, cached) when
+    they changed since it was built, so a board never runs a stale ROM."""
+    from host_tools.vboard.runtime import build
+
+    try:
+        build.build(path)
+    except build.RuntimeBuildError as e:
+        _notice(f"{path.name} may be out of date and could not be rebuilt: {e}")
+
+
 def resolve(name: str | None = None, *, board: str | None = None) -> Runtime:
     """The runtime called `name` (default: $ALBATROSS_RUNTIME, else esp32)."""
     name = name or os.environ.get("ALBATROSS_RUNTIME") or "esp32"
@@ -100,6 +111,7 @@ def resolve(name: str | None = None, *, board: str | None = None) -> Runtime:
         return Runtime(name, str(path), frozen_board=board)
     path = bin_dir() / RUNTIME_NAME
     if path.exists():
+        _refresh(path)
         return Runtime("esp32", str(path))
     _notice(
         f"{RUNTIME_NAME} (the 32-bit ESP32-faithful runtime) is not built here "

@@ -140,6 +140,9 @@ def build(
     manifest = (manifest or VARIANT_DIR / "manifest.py").resolve()
     manifest_is_board = manifest != (VARIANT_DIR / "manifest.py").resolve()
     key = cache_key(source, manifest)
+    stamp = out.with_name(out.name + ".key")
+    if out.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return out  # installed and current
     cached = BUILD_ROOT / "bin" / f"{RUNTIME_NAME}-{key}"
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     # One build at a time (tests and benches start boards in parallel): the others wait,
@@ -152,6 +155,7 @@ def build(
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     shutil.copy2(cached, tmp)
     os.replace(tmp, out)
+    stamp.write_text(key)
     return out
 
 

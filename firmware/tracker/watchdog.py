@@ -112,7 +112,10 @@ class MemoryErrors:
         self._at[self.count % MEMORY_ERRORS_FATAL] = now
         self.count += 1
         oldest = self._at[self.count % MEMORY_ERRORS_FATAL]
-        return self.count >= MEMORY_ERRORS_FATAL and ticks_diff(now, oldest) <= MEMORY_WINDOW_MS
+        # ticks_diff is exact only within 2^29 ms: an oldest error older than that reads as
+        # negative (so: not within the window); only one a whole 2^30 ms period back aliases.
+        age = ticks_diff(now, oldest)
+        return self.count >= MEMORY_ERRORS_FATAL and 0 <= age <= MEMORY_WINDOW_MS
 
 
 async def supervise(name, start, memory, fail, clock=ticks_ms):

@@ -5,7 +5,7 @@ from mptest import TempDir, raises
 
 from tracker import log
 from tracker import store_format as fmt
-from tracker.store import Store, StoreError
+from tracker.store import HEADROOM_MIN_BLOCKS, RECORD_BYTES, Store, StoreError, flash_capacity
 
 log.echo = False
 
@@ -199,6 +199,61 @@ def test_full_store_drops_oldest_segment_and_counts_every_record():
         assert s.pending() <= 20
 
 
+def esp32_fs(free_blocks, blocks=512):
+    """statvfs of the 2 MiB littlefs of a 4 MB ESP32 (512 blocks of 4096 bytes)."""
+    return lambda path: (4096, 4096, blocks, free_blocks, free_blocks, 0, 0, 0, 0, 255)
+
+
+def test_capacity_is_capped_by_the_filesystem_of_a_4mb_esp32_and_says_why():
+    with TempDir() as d:
+        # 467 of 512 blocks free: the firmware, board and config take the rest. Headroom
+        # 512 // 16 = 32 blocks; 435 one-block segments of 30 readings each.
+        s = Store(d, capacity_records=20000, statvfs=esp32_fs(467))
+        assert flash_capacity(esp32_fs(467)(d), 4096, 0) == (435, 13050)
+        assert s.capacity_records == 13050 and s.max_segments == 435
+        info = s.info()
+        assert info["capacity"] == 13050 and info["capacity_by"] == "flash"
+        assert s.configured_capacity == 20000
+        s2 = Store(d, capacity_records=5000, statvfs=esp32_fs(467))  # a smaller config wins
+        assert s2.info()["capacity"] == 5000 and s2.info()["capacity_by"] == "config"
+
+
+def test_flash_capacity_counts_the_segments_the_store_already_holds():
+    with TempDir() as d:
+        s = Store(d, segment_bytes=SEG, capacity_records=1000, statvfs=esp32_fs(400, 64))
+        fill(s, 20)  # SEG-byte segments: one block each on the filesystem
+        held = len(segment_files(d))
+        # at the next boot those blocks are no longer free, but they are the store's own:
+        # the bound does not shrink (8 blocks of headroom: 64 // 16 is less than the minimum)
+        s = Store(d, segment_bytes=SEG, capacity_records=1000, statvfs=esp32_fs(30 - held, 64))
+        assert s.max_segments == 30 - HEADROOM_MIN_BLOCKS
+        assert s.pending() == 20 and s.counters["dropped"] == 0
+
+
+def test_records_bigger_than_assumed_are_bounded_by_segments():
+    with TempDir() as d:
+        # room for 3 segments; records of ~250 bytes, twice the size the record cap assumes
+        s = Store(d, segment_bytes=1024, capacity_records=10000,
+                  statvfs=esp32_fs(3 + HEADROOM_MIN_BLOCKS, 64))  # fmt: skip
+        assert s.max_segments == 3 and s.capacity_records == 3 * (1024 // RECORD_BYTES)
+        big = [b"r%03d" % n + b"z" * 240 for n in range(40)]
+        for data in big:
+            s.append(data)
+            assert len(segment_files(d)) <= 3
+        got = drain(s)
+        assert len(got) + s.counters["dropped"] == 40  # every record delivered or counted
+        assert [p for _, p in got] == big[s.counters["dropped"] :]
+
+
+def test_without_statvfs_the_configured_capacity_stands():
+    def broken(path):
+        raise OSError(22)
+
+    with TempDir() as d:
+        s = Store(d, capacity_records=20000, statvfs=broken)
+        assert s.info()["capacity"] == 20000 and s.info()["capacity_by"] == "config"
+
+
 def test_dropping_a_partly_acknowledged_segment_counts_only_unsent_records():
     with TempDir() as d:
         s = Store(d, segment_bytes=SEG, capacity_records=1000)
@@ -385,12 +440,13 @@ def test_on_littlefs_a_full_flash_drops_oldest_and_keeps_appending():
             return  # CPython has no littlefs VFS; the Unix port runs this
         try:
             root = mount + "/data"
-            s = Store(root, segment_bytes=4096, capacity_records=100000)
+            # statvfs=None: no capacity from the filesystem's size, so the flash really fills
+            s = Store(root, segment_bytes=4096, capacity_records=100000, statvfs=None)
             for n in range(1200):  # about 120 KB of records into 96 KB of flash
                 s.append(payload(n) + b"y" * 60)
             dropped = s.counters["dropped"]
             assert dropped > 0  # flash full: the oldest went, counted
-            s = Store(root, segment_bytes=4096, capacity_records=100000)  # power cut
+            s = Store(root, segment_bytes=4096, capacity_records=100000, statvfs=None)  # cut
             expect = dropped  # the newest records arrive, in order, none missing
             batch = s.read_batch(50, 8192)
             while batch:
@@ -400,6 +456,35 @@ def test_on_littlefs_a_full_flash_drops_oldest_and_keeps_appending():
                 s.ack(seq)
                 batch = s.read_batch(50, 8192)
             assert expect == 1200  # every record delivered or counted as dropped
+        finally:
+            _vfs().umount(mount)
+            flash.f.close()
+
+
+def test_on_littlefs_the_filesystems_size_bounds_the_store_before_the_flash_fills():
+    with TempDir() as d:
+        flash, mount = littlefs_mount(d + "/flash.img", 48)
+        if flash is None:
+            return  # CPython has no littlefs VFS; the Unix port runs this
+        try:
+            root = mount + "/data"
+            s = Store(root, segment_bytes=4096, capacity_records=100000)
+            assert s.info()["capacity_by"] == "flash"
+            segments = s.max_segments
+            assert 2 <= segments <= 48 - HEADROOM_MIN_BLOCKS
+            for n in range(1500):  # ~250 KB of records into 192 KB of flash
+                s.append(payload(n) + b"y" * 100)
+                assert len(segment_files(root)) <= segments
+            # the capacity bound dropped the oldest; the flash never filled (no ENOSPC), and
+            # the headroom is still free for config and firmware writes
+            assert s.counters["dropped"] > 0
+            assert os.statvfs(mount)[3] >= HEADROOM_MIN_BLOCKS - 1
+            with open(mount + "/config.json", "w") as f:
+                f.write("x" * 5000)  # a config save still fits (2 blocks of the headroom)
+            # at the next boot the store yields what the config took, and keeps the headroom
+            s = Store(root, segment_bytes=4096, capacity_records=100000)
+            assert segments - 3 <= s.max_segments < segments
+            assert len(segment_files(root)) <= s.max_segments
         finally:
             _vfs().umount(mount)
             flash.f.close()

@@ -32,6 +32,25 @@
 # wire, consumers dedupe by sequence number); a lower value costs one state write (a small
 # littlefs metadata commit, no data block) per that many records. Call sync() before deep sleep.
 #
+# Capacity: at most `capacity_records` unsent records (config store_capacity), and never more
+# than the filesystem the store lives on can hold. The default 20,000 records (about 136 bytes
+# each, ~2.7 MB) exceed the 2 MiB littlefs of a 4 MB ESP32, where the flash would fill and
+# config or firmware writes would fail first. So at boot, from os.statvfs(root):
+#   block        = f_frsize (littlefs: its block size, 4096 on the ESP32)
+#   seg_blocks   = ceil(segment_bytes / block)     a segment occupies whole blocks
+#   headroom     = max(HEADROOM_MIN_BLOCKS, f_blocks // HEADROOM_DIV)
+#   max_segments = max(2, (f_bavail + segments held now * seg_blocks - headroom) // seg_blocks)
+#   flash cap    = max_segments * (segment_bytes // RECORD_BYTES)   records
+# and the capacity in force is min(configured, flash cap); info() says which one and why. The
+# headroom (1/16 of the filesystem, 128 KB of a 2 MiB one) stays free for what else writes:
+# littlefs metadata pairs and their compaction, the copy-on-write block of the segment being
+# appended, config/state rewrites (temp file + rename), a firmware update's files, and
+# littlefs' allocator, which slows down on a nearly full disk. Everything else that is on the
+# filesystem at boot (firmware, config) is already out of f_bavail. Both bounds are enforced:
+# records (by count) and segments (by blocks, whatever the records' real size). A flash that
+# fills anyway (ENOSPC) still drops the oldest segment, as before. A priority lane sizes
+# itself from what the first store left.
+#
 # Priority lane: a second Store under another root (e.g. "/data/alarm") with its own cursor and
 # sequence numbers. The uplink drains it first (read_batch on the alarm store until empty,
 # publishing on the `alarm` topic), then telemetry; consumers therefore dedupe and look for
@@ -53,6 +72,24 @@ COUNTERS = (
     " cursor_writes bytes_written"
 ).split()
 _ENOSPC = 28
+# The flash cap's assumptions (see "Capacity" above): a stored reading is 11 bytes of header
+# plus ~125 of JSON (tracker.records with an "alb-<12 hex>" device id): 30 per 4 KB segment.
+RECORD_BYTES = 136
+HEADROOM_DIV = 16
+HEADROOM_MIN_BLOCKS = 8
+_NO_LIMIT = 1 << 30
+_STATVFS = getattr(os, "statvfs", None)  # not on every port
+
+
+def flash_capacity(st, segment_bytes, segments_held):
+    """(max_segments, records) a store may hold on the filesystem of the statvfs tuple `st`,
+    holding `segments_held` segments now (formula in the module comment)."""
+    block = st[1] or st[0]
+    seg_blocks = -(-segment_bytes // block)
+    headroom = max(HEADROOM_MIN_BLOCKS, st[2] // HEADROOM_DIV)
+    budget = st[4] + segments_held * seg_blocks - headroom
+    segments = max(2, budget // seg_blocks)
+    return segments, segments * max(1, segment_bytes // RECORD_BYTES)
 
 
 class StoreError(Exception):
@@ -73,13 +110,19 @@ class Store:
         capacity_records=20000,
         cursor_every=CURSOR_EVERY,
         clock=None,
+        statvfs=_STATVFS,
     ):
+        """statvfs: os.statvfs or a stand-in, to bound the capacity by the filesystem;
+        None: by capacity_records alone."""
         if segment_bytes < fmt.HEADER + 1:
             raise ValueError("segment_bytes too small")
         self.root = root
         self._prefix = root if root.endswith("/") else root + "/"
         self.segment_bytes = segment_bytes
-        self.capacity_records = capacity_records
+        self.capacity_records = capacity_records  # in force: min(configured, flash cap)
+        self.configured_capacity = capacity_records
+        self.capacity_by = "config"
+        self.max_segments = _NO_LIMIT
         self.cursor_every = cursor_every
         self.max_payload = min(fmt.MAX_PAYLOAD, segment_bytes - fmt.HEADER)
         self._clock = clock or ticks_ms
@@ -90,6 +133,8 @@ class Store:
         self._writer = None
         self._batch = None  # where the last read_batch ended, for a cheap ack of all of it
         self._recover()
+        if statvfs is not None:
+            self._bound_by_flash(statvfs)
 
     # ---- public API --------------------------------------------------------------------
 
@@ -187,9 +232,25 @@ class Store:
         self._close_writer()
 
     def info(self):
-        """For `status` and the CLI."""
+        """For `status` and the CLI: the queue, and the capacity in force with what set it
+        ("config": store_capacity; "flash": the filesystem's room, see the module comment)."""
         n, segs = self._next, len(self._segs)
-        return {"pending": self._pending, "acked": self._acked, "next_seq": n, "segments": segs}
+        return {"pending": self._pending, "acked": self._acked, "next_seq": n, "segments": segs,
+                "capacity": self.capacity_records, "capacity_by": self.capacity_by}  # fmt: skip
+
+    def _bound_by_flash(self, statvfs):
+        try:
+            st = statvfs(self.root)
+        except (OSError, AttributeError) as e:
+            log.w(_TAG, "no statvfs for %s (%s): capacity from config only" % (self.root, e))
+            return
+        self.max_segments, cap = flash_capacity(st, self.segment_bytes, len(self._segs))
+        if cap < self.configured_capacity:
+            self.capacity_records = cap
+            self.capacity_by = "flash"
+            why = "the filesystem's room, less than the configured %d" % self.configured_capacity
+            log.i(_TAG, "capacity %d records in %d segments: %s" % (cap, self.max_segments, why))
+        self._enforce_capacity()
 
     # ---- boot --------------------------------------------------------------------------
 
@@ -479,7 +540,7 @@ class Store:
         return True
 
     def _enforce_capacity(self):
-        while self._pending > self.capacity_records:
+        while self._pending > self.capacity_records or len(self._segs) > self.max_segments:
             if not self._drop_oldest("store full"):
                 break
 

@@ -542,3 +542,39 @@ def test_simhal_reconnects_after_the_bench_restarts(workdir: Path) -> None:
         assert simhal.I2C(link=link).scan() == [0x44]
     finally:
         b.stop()
+
+
+class _StubModem:
+    """What attach_modem needs of a ModemSimulator: its pins, faults and controls."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.uart_path = "/dev/null"
+
+    def status_pin(self) -> int:
+        return 1 if self.on else 0
+
+    def set_pwrkey(self, level: int) -> None:
+        pass
+
+    def faults(self) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize("active", [1, 0])
+def test_modem_status_line_follows_board_json_polarity_and_can_be_miswired(
+    bench: Bench, active: int
+) -> None:
+    from host_tools.vboard.modem_wiring import PIN_STATUS, attach_modem
+
+    modem = _StubModem()
+    info = {"pwrkey": {"pin": "modem_pwrkey", "active": 1}, "uart": {"id": 1}}
+    info["status"] = {"pin": PIN_STATUS, "active": active}
+    attach_modem(bench, modem, info)  # type: ignore[arg-type]
+    assert bench.pin_read(PIN_STATUS) == (0, 1 - active)  # off
+    modem.on = True
+    assert bench.pin_read(PIN_STATUS) == (0, active)  # running: board.json's level
+    bench.fault("modem_status_inverted")  # wired the other way than board.json says
+    assert bench.pin_read(PIN_STATUS) == (0, 1 - active)
+    bench.fault("modem_status_inverted", False)
+    assert bench.pin_read(PIN_STATUS) == (0, active)

@@ -72,11 +72,13 @@ class PoweredModemUart(FakeUart):
     PWRKEY press of at least ton_ms turns it on (banner, then the first `lost` commands
     still vanish, as the first AT after power-on does); a press of at least toff_ms while on
     turns it off with `down_urc`, as does `down_cmd` (after an OK when `down_ok`).
-    `hung` = on but deaf. `status` follows the power."""
+    `hung` = on but deaf. `status` follows the power: `status_active` while on (0: wired
+    through an inverting transistor), the other level while off."""
 
     def __init__(
-        self, *, ton_ms, toff_ms, banner, down_urc, down_cmd=None, down_ok=False, lost=1, active=1
-    ):
+        self, *, ton_ms, toff_ms, banner, down_urc, down_cmd=None, down_ok=False, lost=1, active=1,
+        status_active=1,
+    ):  # fmt: skip
         FakeUart.__init__(self)
         self.ton_ms = ton_ms
         self.toff_ms = toff_ms
@@ -93,7 +95,7 @@ class PoweredModemUart(FakeUart):
         self.active = active
         self._pressed_at = None
         self.pwrkey = FakePin(1 - active, self._key)
-        self.status = _StatusPin(self)
+        self.status = _StatusPin(self, status_active)
 
     def _key(self, level):
         if level == self.active:
@@ -133,11 +135,12 @@ class PoweredModemUart(FakeUart):
 
 
 class _StatusPin:
-    def __init__(self, uart):
+    def __init__(self, uart, active):
         self._u = uart
+        self._active = active
 
     def value(self, v=None):
-        return 1 if self._u.on else 0
+        return self._active if self._u.on else 1 - self._active
 
 
 def answer(uart, cmd, *lines, final="OK", times=-1):

@@ -74,6 +74,22 @@ def test_init_reads_identity_and_enables_registration_urcs():
     session(Sim7600, t)
 
 
+def test_init_cross_checks_status_even_when_no_power_on_was_needed():
+    class Pin:  # STATUS wired inverted: reads 0 while the modem runs; board.json says 1
+        def value(self, v=None):
+            return 0
+
+    async def t(m, u):
+        init_script(
+            u, "AT+CICCID", "+ICCID: 89882390000123456789", "+CGMR: LE20B04SIM7600G22",
+            "SIMCOM_SIM7600G-H", "AT+CNMP?", "+CNMP: 2",
+        )  # fmt: skip
+        await m.init()  # AT answered: the pin's "off" is wrong, counted (once per check)
+        assert m.counters["status_pin_mismatch"] == 1
+
+    session(Sim7600, t, status=Pin(), status_active=1)
+
+
 def test_init_sets_the_rat_preference_when_it_differs():
     async def t(m, u):
         init_script(

@@ -9,7 +9,8 @@ from tracker.modem_simcom import A76xx, Sim7600
 from mptest import raises
 from modem_kit import OK, PoweredModemUart, answer, session, written
 
-from tracker.aio import asyncio, sleep_ms
+from tracker import log
+from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms
 
 HOST = "broker.example"
 
@@ -62,7 +63,10 @@ def test_power_on_through_an_inverting_transistor_and_status_pin():
         assert u.pwrkey.level == 1  # released from the start
         await m.power_on()
         assert u.on and len(u.pwrkey.presses(0)) == 1
-        assert u.dropped == [b"AT\r"]  # with STATUS, no probe was wasted on an off modem
+        # STATUS (low) is only a hint: one short AT probe confirmed the modem was off before
+        # the press; then the first AT after boot was lost, as usual.
+        assert u.dropped == [b"AT\r", b"AT\r"]
+        assert m.counters["status_pin_mismatch"] == 0
 
     session(Sim7600, t, uart=u, pwrkey=u.pwrkey, pwrkey_active=0, status=u.status,
             pwrkey_on_ms=100)  # fmt: skip
@@ -79,20 +83,77 @@ def test_power_on_gives_up_when_the_modem_never_answers():
     session(A76xx, t, uart=u, pwrkey=u.pwrkey, boot_ms=200)
 
 
-def test_power_on_with_status_up_waits_for_at_and_never_presses():
+def test_power_on_with_status_up_waits_for_at_before_it_presses():
     u = powered(50, "RDY")
     answer(u, "AT\r")
 
     async def t(m, u):
         u.on = True  # STATUS is up: booting, or on already
-        u.lost = 2  # the first probes vanish, as while the UART is not ready
+        u.lost = 3  # the first probes vanish, as while the UART is not ready
         assert await m.power_on() is False
-        u.hung = True  # on but deaf: only a power cycle helps, not another press
+        assert u.pwrkey.presses(1) == []  # booting: waited for AT, no press
+        u.hung = True  # on but deaf: boot_ms of silence, then one short press (AT decides)
+        t0 = ticks_ms()
         with raises(ModemNotResponding):
             await m.power_on()
-        assert u.pwrkey.presses(1) == []
+        presses = u.pwrkey.presses(1)
+        assert len(presses) == 1 and presses[0] < 150  # shorter than a power-off press
+        assert ticks_diff(ticks_ms(), t0) >= 2 * 300  # boot_ms before and after the press
+        assert u.on  # the short press did not turn the hung modem off
+        # STATUS up while AT is silent proves nothing against the pin (hung or booting)
+        assert m.counters["status_pin_mismatch"] == 0
 
-    session(Sim7600, t, uart=u, pwrkey=u.pwrkey, status=u.status, boot_ms=300)
+    session(Sim7600, t, uart=u, pwrkey=u.pwrkey, status=u.status, boot_ms=300,
+            pwrkey_on_ms=50)  # fmt: skip
+
+
+def test_wrong_polarity_status_on_an_off_modem_is_caught_and_then_ignored():
+    # The breakout inverts STATUS (it reads 1 while the modem is off), board.json says
+    # active 1: the pin claims "on". AT is asked first and believed.
+    u = PoweredModemUart(ton_ms=50, toff_ms=150, banner="RDY", down_urc="NORMAL POWER DOWN",
+                         down_cmd="AT+CPOWD=1", status_active=0)  # fmt: skip
+    answer(u, "AT\r")
+    warnings = log.counts[log.WARNING]
+
+    async def t(m, u):
+        assert u.status.value() == 1 and not u.on
+        assert await m.power_on() is True  # silent for boot_ms despite STATUS: pressed
+        assert u.on and u.boots == 1
+        # the press brought the boot banner: the modem was off while STATUS said on
+        assert m.counters["status_pin_mismatch"] == 1
+        await m.power_off()  # AT answers while STATUS reads "off": counted, AT believed
+        assert not u.on and b"AT+CPOWD=1\r" in u.writes
+        assert m.counters["status_pin_mismatch"] == 2 and m.counters["forced_offs"] == 0
+        t0 = ticks_ms()
+        assert await m.power_on() is True  # the pin is no longer asked: no boot_ms wait
+        assert ticks_diff(ticks_ms(), t0) < 300 and u.on and u.boots == 2
+        assert len(u.pwrkey.presses(1)) == 2  # one press per power-on, never a toggle
+
+    session(Sim7600, t, uart=u, pwrkey=u.pwrkey, status=u.status, boot_ms=300,
+            pwrkey_on_ms=50)  # fmt: skip
+    # one warning for the pin (said once), one for the boot_ms wait it caused
+    assert log.counts[log.WARNING] - warnings == 2
+
+
+def test_wrong_polarity_status_on_a_running_modem_never_presses_the_key():
+    # After an MCU reset the modem is still on; the inverted STATUS reads "off". Trusting it
+    # would press PWRKEY, and a press can turn a running modem off.
+    u = PoweredModemUart(ton_ms=50, toff_ms=150, banner="RDY", down_urc="NORMAL POWER DOWN",
+                         down_cmd="AT+CPOWD=1", status_active=0)  # fmt: skip
+    answer(u, "AT\r")
+    u.on = True
+
+    async def t(m, u):
+        assert u.status.value() == 0
+        assert await m.power_on() is False
+        assert u.on and u.pwrkey.presses(1) == [] and m.counters["power_ons"] == 0
+        assert m.counters["status_pin_mismatch"] == 1
+        await m.power_cycle()  # soft power down (AT answers), then on by a press
+        assert u.on and u.boots == 1 and len(u.pwrkey.presses(1)) == 1
+        assert m.counters["forced_offs"] == 0 and m.counters["power_offs"] == 1
+
+    session(Sim7600, t, uart=u, pwrkey=u.pwrkey, status=u.status, boot_ms=300,
+            pwrkey_on_ms=50)  # fmt: skip
 
 
 def test_power_off_by_command_and_by_long_press():
@@ -110,6 +171,7 @@ def test_power_off_by_command_and_by_long_press():
         await m.power_off()
         assert not u.on and m.counters["forced_offs"] == 1
         assert u.pwrkey.presses(1)[-1] >= 150
+        assert m.counters["status_pin_mismatch"] == 0  # a correct pin is never doubted
 
     session(Sim7600, t, uart=u, pwrkey=u.pwrkey, status=u.status, pwrkey_on_ms=50,
             pwrkey_off_ms=200)  # fmt: skip

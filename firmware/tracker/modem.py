@@ -108,12 +108,15 @@ class Modem(Network):
                 " cfun_cycles unexpected_resets registration_changes pdp_activations"
                 " pdp_failures pdp_losses socket_opens socket_failures socket_closes"
                 " peer_closes bytes_sent bytes_received sends reads polls settings_written"
+                " status_pin_mismatch"
             ).split()
         }
         self._reg = {}  # domain ("CEREG") -> last <stat>
         self.registration_changed = asyncio.Event()  # set at every registration update
         self._socks = {}  # link id -> ModemSocket
         self._booting = False
+        self._pin_trusted = True  # until AT catches STATUS lying (_check_pin)
+        self._banners = 0  # boot banners seen: a press that made one found the modem off
         at.on_urc(self.boot_urc, self._on_boot)
         if self.power_down_urc:
             at.on_urc(self.power_down_urc, self._on_boot)
@@ -122,9 +125,39 @@ class Modem(Network):
         self._register_urcs()
 
     # ---- power -------------------------------------------------------------------------
+    #
+    # STATUS is a hint, AT decides. A pin can be wired inverted, left floating, or described
+    # wrongly in board.json, and a pressed PWRKEY toggles the modem: acting on a wrong pin
+    # turns a running modem off or never turns an off one on. So every on/off decision asks
+    # AT first (a probe_ms probe), and the pin only adds what AT cannot say:
+    # - STATUS up but AT silent: a booting modem (STATUS rises before the UART answers) or a
+    #   hung one. It gets boot_ms to answer before PWRKEY is pressed (a pwrkey_on_ms press is
+    #   shorter than every family's power-off press, so it cannot turn a running modem off).
+    # - after a power-down: STATUS low says when it is done, then AT must be silent.
+    # Proof that the pin is wrong: AT answers while STATUS reads off, or a press after
+    # "STATUS up" brought a boot banner (the modem was off). Then the driver counts
+    # status_pin_mismatch, says so once, and stops taking hints from the pin (AT only, as on
+    # a board without STATUS). STATUS up with AT silent is no proof (hung or booting).
 
     def _is_on_pin(self):
-        return None if self.status is None else self.status.value() == self.status_active
+        """What STATUS says (True: on), or None: no pin, or a pin AT caught lying."""
+        if self.status is None or not self._pin_trusted:
+            return None
+        return self.status.value() == self.status_active
+
+    def _check_pin(self, running):
+        """AT just showed the modem `running`; a STATUS pin that disagrees is wrong."""
+        if self.status is None or (self.status.value() == self.status_active) == running:
+            return
+        self._pin_mismatch("reads %s while AT says %s" % (
+            "off" if running else "on", "on" if running else "off"))  # fmt: skip
+
+    def _pin_mismatch(self, what):
+        self.counters["status_pin_mismatch"] += 1
+        if self._pin_trusted:
+            self._pin_trusted = False
+            log.w(_TAG, "STATUS pin %s: check modem.status.active in board.json; using AT "
+                  "only" % what)  # fmt: skip
 
     async def _pulse(self, ms):
         if self.pwrkey is None:
@@ -165,15 +198,20 @@ class Modem(Network):
         await sleep_ms(self.sync_settle_ms)
 
     async def power_on(self):
-        """Press PWRKEY unless the modem is already on; wait until AT answers. True when a
-        pulse was needed. A modem whose STATUS is up may still be booting: AT must answer
-        within boot_ms anyway (ModemNotResponding when it is on but deaf)."""
-        on = self._is_on_pin()
-        if on:
-            await self._wait_ready(self.boot_ms)
+        """Press PWRKEY unless the modem answers AT; wait until AT answers. True when a
+        pulse was needed. A modem whose STATUS is up may still be booting: it gets boot_ms to
+        answer before the press (ModemNotResponding when it stays deaf after it)."""
+        if await self._probe(self.probe_ms):
+            self._check_pin(True)
             return False
-        if on is None and await self._probe(self.probe_ms):
-            return False
+        said_on = self._is_on_pin()
+        if said_on:
+            try:
+                await self._wait_ready(self.boot_ms)
+                return False
+            except ModemNotResponding:
+                log.w(_TAG, "STATUS up but AT silent for %d ms: pressing PWRKEY" % self.boot_ms)
+        banners = self._banners
         self._booting = True
         try:
             if self.power is not None:
@@ -183,6 +221,10 @@ class Modem(Network):
             await self._wait_ready(self.boot_ms)
         finally:
             self._booting = False
+        if said_on and self._banners != banners:
+            self._pin_mismatch("read on while the modem was off (it booted from the press)")
+        else:
+            self._check_pin(True)
         self.counters["power_ons"] += 1
         self._lose_all("power on")
         return True
@@ -207,14 +249,20 @@ class Modem(Network):
             log.w(_TAG, "%s: %s" % (cmd, e))
 
     async def _wait_off(self):
-        if self.status is None:
+        """After a power-down URC or a long press: STATUS low, then AT silent. Without a
+        (trusted) pin the URC is the evidence: off_settle_ms and done."""
+        if self._is_on_pin() is None:
             await sleep_ms(self.off_settle_ms)
             return
         deadline = _add(_now(), self.power_down_ms)
-        while self._is_on_pin():
-            if _diff(deadline, _now()) <= 0:
-                raise ModemNotResponding("STATUS low", self.power_down_ms)
+        while self._is_on_pin() and _diff(deadline, _now()) > 0:
             await sleep_ms(50)
+        if await self._probe(self.probe_ms):
+            self._check_pin(True)
+            raise ModemNotResponding("power down", self.power_down_ms)  # it still answers
+        if self._is_on_pin():
+            log.w(_TAG, "STATUS still up %d ms after power down, AT silent: taken as off"
+                  % self.power_down_ms)  # fmt: skip
 
     async def _force_off(self):
         self.counters["forced_offs"] += 1
@@ -223,10 +271,11 @@ class Modem(Network):
 
     async def power_off(self):
         """Power-down command and its URC; a long PWRKEY press if the modem ignores it.
-        Without a STATUS pin a modem that does not answer counts as off (a press could
-        turn it on): power_cycle() presses anyway."""
-        on = self._is_on_pin()
-        if on is False or (on is None and not await self._probe(self.probe_ms)):
+        A modem that does not answer counts as off (a press could turn it on) unless STATUS
+        says it is up (hung): power_cycle() presses anyway."""
+        if await self._probe(self.probe_ms):
+            self._check_pin(True)
+        elif not self._is_on_pin():
             return
         self._booting = True
         try:
@@ -244,15 +293,14 @@ class Modem(Network):
     async def power_cycle(self):
         """Off then on. A modem that does not answer AT goes straight to the long press."""
         self.counters["power_cycles"] += 1
-        if self._is_on_pin() is not False:
-            if await self._probe(self.probe_ms):
-                await self.power_off()
-            else:
-                self._booting = True
-                try:
-                    await self._force_off()
-                finally:
-                    self._booting = False
+        if await self._probe(self.probe_ms):
+            await self.power_off()
+        elif self._is_on_pin() is not False:  # hung (STATUS up), or no pin to say it is off
+            self._booting = True
+            try:
+                await self._force_off()
+            finally:
+                self._booting = False
         self._lose_all("power cycle")
         await self.power_on()
 
@@ -280,6 +328,7 @@ class Modem(Network):
         RAT preference. Raises SimError, ModemNotResponding, AtError."""
         at = self.at
         await self._wait_ready(self.sync_ms)
+        self._check_pin(True)  # at every bring-up, also when no power-on was needed
         await at.cmd("ATE0")
         await at.cmd("AT+CMEE=1")
         await self.check_sim()
@@ -359,6 +408,8 @@ class Modem(Network):
         self._update_registration()
 
     def _on_boot(self, line):
+        if line.startswith(self.boot_urc):
+            self._banners += 1
         if not self._booting:
             self.counters["unexpected_resets"] += 1
             self._lose_all("modem says " + line)

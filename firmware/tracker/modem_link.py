@@ -88,6 +88,8 @@ class ModemLink:
             "last_error": self.last_error,
             "recovery_ms": self.recovery_ms,
             "info": m.info,
+            # STATUS pin readings AT proved wrong (modem.py): non-zero means check board.json.
+            "status_pin_mismatch": m.counters["status_pin_mismatch"],
             "at": {k: m.at.counters[k] for k in ("commands", "timeouts", "errors", "urcs")},
         }
 

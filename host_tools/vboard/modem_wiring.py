@@ -32,8 +32,29 @@ def attach_modem(bench: Bench, sim: ModemSimulator, modem_info: dict[str, Any]) 
     if power:
         power_active = int(power.get("active", 1))
         bench.add_pin(PIN_POWER, on_write=lambda level: sim.set_power(level == power_active))
-    if modem_info.get("status"):
-        bench.add_pin(PIN_STATUS, read=sim.status_pin)
+    status = modem_info.get("status") or {}
+    if status:
+        # board.json `active` is the level the MCU reads while the modem runs: 1 for a
+        # non-inverting level shifter, 0 behind an inverting transistor. The fault
+        # modem_status_inverted wires it the other way than board.json says (a wrong
+        # board.json), which the firmware must notice by cross-checking with AT.
+        status_active = int(status.get("active", 1))
+        inverted = {"on": False}
+
+        def read_status() -> int:
+            level = status_active if sim.status_pin() else 1 - status_active
+            return 1 - level if inverted["on"] else level
+
+        def invert(on: bool) -> None:
+            inverted["on"] = on
+
+        bench.add_pin(PIN_STATUS, read=read_status)
+        bench.add_fault(
+            "modem_status_inverted",
+            invert,
+            lambda: dict(inverted),
+            doc="the STATUS line reads the opposite of what board.json's status.active says",
+        )
 
     for name, defaults in FAULTS.items():
 

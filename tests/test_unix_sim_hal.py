@@ -252,42 +252,164 @@ asyncio.run(main())
     assert out == ["PING"]
 
 
-def test_lilygo_board_wires_the_documented_pins(monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[tuple] = []
-    machine = types.ModuleType("machine")
+class FakeEsp32Machine(types.ModuleType):
+    """The parts of the ESP32 port's `machine` the board factories use, recording what they
+    build: Pin(n, mode, value=...), I2C, ADC, UART(..., txbuf, rxbuf), WDT, mem32."""
 
-    class Pin:
-        def __init__(self, n: int) -> None:
-            self.n = n
+    def __init__(self, cause: int = 1, rtc_reason: int = 1) -> None:
+        super().__init__("machine")
+        made: list[tuple] = []
+        self.made = made
+        self.cause = cause
+        self.rtc_reason = rtc_reason
+        machine = self
 
-    class I2C:
-        def __init__(self, id: int, *, scl: Pin, sda: Pin, freq: int) -> None:
-            made.append(("I2C", id, scl.n, sda.n, freq))
+        class Pin:
+            IN, OUT = 1, 3
 
-    class ADC:
-        ATTN_11DB = 3
+            def __init__(self, n: int, mode: int | None = None, value: int | None = None) -> None:
+                self.n = n
+                if mode is not None:
+                    made.append(("Pin", n, "out" if mode == Pin.OUT else "in", value))
 
-        def __init__(self, pin: Pin) -> None:
-            made.append(("ADC", pin.n))
+        class I2C:
+            def __init__(self, id: int, *, scl: Pin, sda: Pin, freq: int) -> None:
+                made.append(("I2C", id, scl.n, sda.n, freq))
 
-        def atten(self, a: int) -> None:
-            made.append(("atten", a))
+        class ADC:
+            ATTN_11DB = 3
 
-    machine.Pin, machine.I2C, machine.ADC = Pin, I2C, ADC  # type: ignore[attr-defined]
-    machine.reset_cause = lambda: 1  # type: ignore[attr-defined]
+            def __init__(self, pin: Pin) -> None:
+                made.append(("ADC", pin.n))
+
+            def atten(self, a: int) -> None:
+                made.append(("atten", a))
+
+        class UART:
+            def __init__(self, id: int, **kw: int) -> None:
+                made.append(("UART", id, kw))
+
+        class Mem32:
+            def __getitem__(self, addr: int) -> int:
+                assert addr == 0x3FF48034, hex(addr)  # only the reset-reason register
+                return 0x1C0 | machine.rtc_reason  # APP CPU's reason in bits 6..11
+
+        self.Pin, self.I2C, self.ADC, self.UART = Pin, I2C, ADC, UART
+        self.mem32 = Mem32()
+        self.reset_cause = lambda: machine.cause
+        self.WDT = lambda id=0, timeout=5000: made.append(("WDT", timeout))
+
+
+def load_real_board(board: str, monkeypatch: pytest.MonkeyPatch, machine: types.ModuleType):
+    """boards/<board>/board.py as the device imports it: its folder is the device root."""
+    folder = REPO / "boards" / board
     monkeypatch.setitem(sys.modules, "machine", machine)
-    spec = importlib.util.spec_from_file_location(
-        "lilygo_board", REPO / "boards" / "lilygo_t_sim7600" / "board.py"
-    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "esp32_board", raising=False)
+    spec = importlib.util.spec_from_file_location(f"{board}_board", folder / "board.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    b = mod.create()
+    return mod.create()
+
+
+# (board, I2C, battery ADC pin, modem UART, flight pin, dtr pin, ri pin, status pin)
+REAL_BOARDS = [
+    ("lilygo_t_sim7600", ("I2C", 0, 22, 21, 100000), 35, (1, 27, 26), 25, 32, 33, 34),
+    ("esp32_generic_sim7600", ("I2C", 0, 22, 21, 100000), 35, (2, 17, 16), 25, 32, 33, 34),
+]
+
+
+@pytest.mark.parametrize(
+    ("board", "i2c", "adc", "uart", "flight", "dtr", "ri", "status"), REAL_BOARDS
+)
+def test_real_board_factories_wire_the_documented_pins(
+    monkeypatch: pytest.MonkeyPatch,
+    board: str,
+    i2c: tuple,
+    adc: int,
+    uart: tuple,
+    flight: int,
+    dtr: int,
+    ri: int,
+    status: int,
+) -> None:
+    machine = FakeEsp32Machine()
+    b = load_real_board(board, monkeypatch, machine)
+    assert b.name == board
     b.i2c()
     b.battery_adc()
-    assert made == [("I2C", 0, 22, 21, 100000), ("ADC", 35), ("atten", 3)]
-    assert b.battery_divider == 2.0 and b.reset_cause() == "power_on"
-    assert b.info["modem"]["family"] == "sim7600"
-    assert (b.info["modem"]["uart"]["tx"], b.info["modem"]["uart"]["rx"]) == (27, 26)
+    assert machine.made == [i2c, ("ADC", adc), ("atten", 3)]
+    machine.made.clear()
+    with monkeypatch.context() as m:  # MicroPython's StreamReader wraps any stream
+        m.setitem(sys.modules, "asyncio", types.SimpleNamespace(StreamReader=lambda s: s))
+        b.modem_stream()
+    uart_id, tx, rx = uart
+    # txbuf holds a whole 1460-byte send; rxbuf a read answer plus URCs (esp32_board.py)
+    kw = {"baudrate": 115200, "tx": tx, "rx": rx, "txbuf": 2048, "rxbuf": 4096}
+    assert machine.made == [("UART", uart_id, kw)]
+    machine.made.clear()
+    pins = b.modem_pins()
+    # unused control lines first, at a defined level: RF on, DTR asserted (low), RI an input
+    assert machine.made == [
+        ("Pin", flight, "out", 1),
+        ("Pin", dtr, "out", 0),
+        ("Pin", ri, "in", None),
+        ("Pin", 4, "out", 0),  # PWRKEY released from the first instant
+        ("Pin", status, "in", None),
+    ]
+    assert pins["pwrkey_active"] == 1 and pins["status_active"] == 1 and pins["power"] is None
+    machine.made.clear()
+    b.modem_pins()
+    assert ("Pin", dtr, "out", 0) not in machine.made  # held once, not re-driven
+    assert b.battery_divider == 2.0 and b.info["modem"]["family"] == "sim7600"
     with pytest.raises(NotImplementedError, match="use the modem"):
         asyncio.run(b.open_stream("example.org", 1883))
+    b.watchdog(30000)
+    assert machine.made[-1] == ("WDT", 30000)
+
+
+@pytest.mark.parametrize("board", [b[0] for b in REAL_BOARDS])
+def test_real_boards_tell_a_brownout_from_a_power_on(
+    monkeypatch: pytest.MonkeyPatch, board: str
+) -> None:
+    # ESP32 MicroPython says PWRON_RESET for both; the RTC reset-reason register tells (15).
+    for cause, reason, name in [(1, 1, "power_on"), (1, 15, "brownout"), (3, 15, "watchdog"),
+                                (2, 12, "hard"), (5, 15, "soft")]:  # fmt: skip
+        b = load_real_board(board, monkeypatch, FakeEsp32Machine(cause, reason))
+        assert b.reset_cause() == name, (cause, reason)
+
+
+def test_the_real_boards_share_one_factory_and_each_image_carries_it() -> None:
+    from host_tools import image as img
+
+    lilygo = REPO / "boards" / "lilygo_t_sim7600" / "esp32_board.py"
+    generic = REPO / "boards" / "esp32_generic_sim7600" / "esp32_board.py"
+    assert lilygo.resolve() == generic.resolve()  # one file in the tree
+    for board in ("lilygo_t_sim7600", "esp32_generic_sim7600"):
+        files = dict(img.board_files(board))
+        assert {"board.py", "board.json", "esp32_board.py"} <= set(files)
+        assert files["esp32_board.py"].read_bytes() == generic.read_bytes()
+
+
+def test_real_board_json_blocks_match_micropython_and_the_modules() -> None:
+    import json
+
+    generic = json.loads((REPO / "boards/esp32_generic_sim7600/board.json").read_text())
+    lilygo = json.loads((REPO / "boards/lilygo_t_sim7600/board.json").read_text())
+    unix_sim = json.loads((REPO / "boards/unix_sim/board.json").read_text())
+    assert generic["ram"]["psram"] is False and generic["ram"]["micropython_heap"] == 111936
+    assert generic["micropython"] == {
+        "port": "esp32",
+        "board": "ESP32_GENERIC",
+        "version": "1.28.0",
+    }
+    # partitions-4MiBplus.csv: the app ends at 0x200000, the vfs gets the rest of 4 MiB
+    for info in (generic, lilygo, unix_sim):
+        assert info["flash"] == {"size": 4194304, "vfs_size": 4194304 - (0x10000 + 0x1F0000)}
+    assert lilygo["ram"]["psram"] is True and lilygo["ram"] == {
+        **lilygo["ram"],
+        "micropython_heap": unix_sim["ram"]["micropython_heap"],
+    }
+    for info in (generic, lilygo, unix_sim):
+        assert info["modem"]["status"]["active"] in (0, 1)

@@ -11,6 +11,9 @@ import simhal
 
 # machine.reset_cause() values (ESP32 numbering, which the virtual ROM uses too).
 _CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deepsleep", 5: "soft"}
+# The ESP32's own reset reason (RTC_CNTL_RESET_STATE_REG bits 0..5); 15 = brown-out.
+_RTC_CNTL_RESET_STATE_REG = 0x3FF48034
+_BROWN_OUT_RESET = 15
 
 
 def _info_path():
@@ -75,7 +78,14 @@ class Board:
         import simuart
 
         uart = self.info["modem"].get("uart", {})
-        self._uart = simuart.UART(uart.get("id", 1), uart.get("baudrate", 115200))
+        # The same board.json keys as the ESP32 boards; the pty has its own buffers, so the
+        # sizes are taken and ignored (simuart.UART).
+        self._uart = simuart.UART(
+            uart.get("id", 1),
+            uart.get("baudrate", 115200),
+            rxbuf=uart.get("rxbuf", 256),
+            txbuf=uart.get("txbuf", 256),
+        )
         return asyncio.StreamReader(self._uart.stream())
 
     def _modem_pin(self, role):
@@ -91,6 +101,8 @@ class Board:
             "power": self._modem_pin("power"),
             "power_active": (info.get("power") or {}).get("active", 1),
             "status": self._modem_pin("status"),
+            # The level STATUS reads while the modem runs; the bench's line follows it.
+            "status_active": (info.get("status") or {}).get("active", 1),
         }
 
     def set_time(self, unix_s):
@@ -116,10 +128,17 @@ class Board:
         return machine.WDT(timeout=timeout_ms)
 
     def reset_cause(self):
-        """One of power_on, hard, watchdog, deepsleep, soft (unknown for anything else)."""
+        """power_on, brownout, hard, watchdog, deepsleep, soft (unknown for anything else).
+        As the ESP32 boards do (boards/esp32_generic_sim7600/esp32_board.py, repeated here so
+        this folder stays self-sufficient): a power-on reset is a brown-out when the chip's
+        reset-reason register says 15, which the virtual ROM's machine.mem32 answers."""
         import machine
 
-        return _CAUSES.get(machine.reset_cause(), "unknown")
+        cause = _CAUSES.get(machine.reset_cause(), "unknown")
+        if cause == "power_on" and hasattr(machine, "mem32"):
+            if machine.mem32[_RTC_CNTL_RESET_STATE_REG] & 0x3F == _BROWN_OUT_RESET:
+                return "brownout"
+        return cause
 
     def unique_id(self):
         """The chip ID as lowercase hex (the ESP32's is its base MAC address)."""

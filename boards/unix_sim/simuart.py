@@ -30,9 +30,14 @@ def _is_cpython():
 
 
 class UART:
-    def __init__(self, id, baudrate=115200, *, tx=None, rx=None, rxbuf=2048, path=None,
-                 timeout=0):  # fmt: skip
+    def __init__(self, id, baudrate=115200, *, tx=None, rx=None, rxbuf=256, txbuf=256,
+                 path=None, timeout=0):  # fmt: skip
+        # rxbuf/txbuf: machine.UART's driver ring buffers (ESP32 default 256 each), accepted so
+        # board.json's modem.uart keys work here too, and ignored: the pty's kernel buffers
+        # stand in, and a write here never stalls the loop as a full ESP32 TX ring does.
         self.id = id
+        self.rxbuf = rxbuf
+        self.txbuf = txbuf
         self.path = path or os.getenv("ALBATROSS_UART%d" % id)
         if not self.path:
             raise OSError(19)  # ENODEV: no simulated peripheral on this UART

@@ -17,10 +17,36 @@ SOFT_RESET = 5
 
 mem8 = _unix_machine.mem8
 mem16 = _unix_machine.mem16
-mem32 = _unix_machine.mem32
 Signal = _unix_machine.Signal
 PinBase = _unix_machine.PinBase
 time_pulse_us = _unix_machine.time_pulse_us
+
+
+# The ESP32's reset-reason register (RTC_CNTL_RESET_STATE_REG, bits 0..5: the ROM's RESET_REASON
+# codes): after a brown-out machine.reset_cause() says PWRON_RESET (ports/esp32/modmachine.c)
+# and only this register says 15, so the boards read it (boards/esp32_generic_sim7600/
+# esp32_board.py). The supervisor names the reason of a simulated brown-out in
+# ALBATROSS_RTC_RESET_REASON; otherwise it follows the reset: 1 POWERON_RESET, 12 SW_CPU_RESET
+# (machine.reset() and the task watchdog's panic both restart the CPU), 5 DEEPSLEEP_RESET.
+RTC_CNTL_RESET_STATE_REG = 0x3FF48034
+_RTC_REASONS = {PWRON_RESET: 1, HARD_RESET: 12, WDT_RESET: 12, DEEPSLEEP_RESET: 5}
+
+
+class _Mem32:
+    """machine.mem32 that answers the reset-reason register; every other address is the
+    Unix port's mem32 (host memory: an ESP32 peripheral address there would crash)."""
+
+    def __getitem__(self, addr):
+        if addr == RTC_CNTL_RESET_STATE_REG:
+            given = os.getenv("ALBATROSS_RTC_RESET_REASON")
+            return int(given) if given else _RTC_REASONS.get(reset_cause(), 1)
+        return _unix_machine.mem32[addr]
+
+    def __setitem__(self, addr, value):
+        _unix_machine.mem32[addr] = value
+
+
+mem32 = _Mem32()
 
 
 def idle():

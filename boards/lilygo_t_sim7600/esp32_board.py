@@ -1,0 +1,1 @@
+../esp32_generic_sim7600/esp32_board.py

@@ -51,7 +51,8 @@ def board_files(board: str) -> Iterator[tuple[str, Path]]:
         known = ", ".join(sorted(p.name for p in BOARDS_DIR.iterdir() if p.is_dir()))
         raise ImageError(f"no board {board!r} (known: {known})")
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".py", ".json") and path.is_file():
+        # manifest.py is the frozen build's recipe (host side), not a file for the device.
+        if path.suffix in (".py", ".json") and path.is_file() and path.name != "manifest.py":
             yield path.name, path
 
 

@@ -239,8 +239,9 @@ SCHEMA = (
         min=0.02, max=86400.0),
     Key("batch_size", int, 20, "Most readings per telemetry message (a backlog drains in "
         "batches; QoS 1 and a PUBACK per message)", min=1, max=100),
-    Key("store_capacity", int, 20000, "Most unsent readings kept on flash; beyond it the "
-        "oldest are dropped and counted", min=100, max=200000),
+    Key("store_capacity", int, 20000, "Most unsent readings kept on flash (never more than "
+        "the filesystem holds: see capacity in the store status); beyond it the oldest are "
+        "dropped and counted", min=100, max=200000),
     Key("status_interval_s", int, 900,
         "Seconds between retained status reports (also sent on connect and on faults)",
         min=10, max=86400),

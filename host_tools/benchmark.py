@@ -94,35 +94,9 @@ def first_publish(broker: Broker, work: Path, runs: int) -> list[float]:
 
 
 def soak(broker: Broker, work: Path, heap: int | None, seconds: float, interval: int = 2) -> dict:
-    """Run the tracker for `seconds`; healthy = one boot, reports all along, no MemoryError."""
-    name = f"soak{heap or 0}"
-    watch = MqttWatch(broker.url, f"albatross/{name}/#")
-    vb = _tracker(broker, work, name, heap=heap, interval=interval)
-    vb.start()
-    try:
-        time.sleep(seconds)
-        boots = vb.supervisor.status()["boots"] if vb.supervisor else 0
-    finally:
-        vb.stop()
-        watch.close()
-    telemetry = [m for m in watch.messages if m.topic.endswith("/telemetry")]
-    statuses = [
-        m.json
-        for m in watch.messages
-        if m.topic.endswith("/status") and m.json.get("state") == "online"
-    ]
-    console = vb.console_text()
-    expected = seconds / interval
-    healthy = boots == 1 and len(telemetry) >= expected * 0.6 and "MemoryError" not in console
-    heap_max = max((s.get("heap", {}).get("used_max", 0) for s in statuses), default=0)
-    return {
-        "heap": heap,
-        "seconds": seconds,
-        "boots": boots,
-        "reports": len(telemetry),
-        "healthy": healthy,
-        "heap_used_max": heap_max,
-    }
+    """The tracker on the host-TCP board for `seconds` (benchmark_ram.observe judges it)."""
+    vb = _tracker(broker, work, f"soak{heap or 0}", heap=heap, interval=interval)
+    return benchmark_ram.observe(broker, vb, seconds, interval)
 
 
 def run(out: Path = RESULTS, *, quick: bool = False) -> dict:

@@ -68,11 +68,11 @@ def _board(
     return vb
 
 
-def soak(broker: Broker, work: Path, runtime: str, heap: int, seconds: float) -> dict:
-    """One board at one heap for `seconds`: healthy, reports, boots, live heap maximum."""
-    name = f"ram-{runtime}-{heap // 1024}k"
-    watch = MqttWatch(broker.url, f"albatross/{name}/#")
-    vb = _board(broker, work, name, runtime, heap)
+def observe(broker: Broker, vb: VirtualBoard, seconds: float, interval: float) -> dict:
+    """Run a (not yet started) board for `seconds` and judge it: healthy = one boot, no
+    MemoryError on the console, and most readings delivered (the first seconds go to
+    bring-up); plus its live heap maximum from the status messages."""
+    watch = MqttWatch(broker.url, f"albatross/{vb.name}/#")
     vb.start()
     try:
         time.sleep(seconds)
@@ -87,14 +87,10 @@ def soak(broker: Broker, work: Path, runtime: str, heap: int, seconds: float) ->
             seqs.update(r["seq"] for r in m.json.get("records", []))
         elif m.topic.endswith("/status") and m.json.get("state") == "online":
             heap_max = max(heap_max, m.json.get("heap", {}).get("used_max", 0))
-    console = vb.console_text()
-    memory_errors = console.count("MemoryError")
-    # Readings stored minus those delivered: the first seconds go to modem bring-up.
-    expected = seconds / INTERVAL_S
-    healthy = boots == 1 and memory_errors == 0 and len(seqs) >= expected * 0.6
+    memory_errors = vb.console_text().count("MemoryError")
+    healthy = boots == 1 and memory_errors == 0 and len(seqs) >= seconds / interval * 0.6
     return {
-        "runtime": runtime,
-        "heap": heap,
+        "heap": vb.heap,
         "seconds": seconds,
         "boots": boots,
         "readings_delivered": len(seqs),
@@ -102,6 +98,12 @@ def soak(broker: Broker, work: Path, runtime: str, heap: int, seconds: float) ->
         "heap_used_max": heap_max,
         "healthy": healthy,
     }
+
+
+def soak(broker: Broker, work: Path, runtime: str, heap: int, seconds: float) -> dict:
+    """The standard scenario on `runtime` at `heap` for `seconds`."""
+    vb = _board(broker, work, f"ram-{runtime}-{heap // 1024}k", runtime, heap)
+    return dict(observe(broker, vb, seconds, INTERVAL_S), runtime=runtime)
 
 
 def sweep(

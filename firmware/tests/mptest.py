@@ -95,3 +95,22 @@ def ticks_before_wrap(before_ms):
 def ticks_after_test():
     if hasattr(aio, "set_ticks_ms"):
         aio.set_ticks_ms(None)
+
+
+def write(path, data):
+    """Write bytes to a file (both interpreters; no pathlib on MicroPython)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

@@ -1,29 +1,11 @@
 import os
 
-from mptest import TempDir, raises
+from mptest import TempDir, exists, raises, read, write
 
 from tracker import config, log
 from tracker.config import SCHEMA, Config, ConfigError, schema_doc
 
 log.echo = False
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def message(fn, *args):

@@ -3,31 +3,13 @@
 # MicroPython in use accepts (tracker/compat.py). CPython (pytest) and the Unix port.
 import os
 
-from mptest import TempDir
+from mptest import TempDir, exists, read, write
 from old_mp import OldJson, patched
 
 from tracker import config, log
 from tracker.config import Config
 
 log.echo = False
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def changed_config():

@@ -64,7 +64,7 @@ $(RUNTIME): $(RUNTIME_SRC) | $(STAMP)
 	      apt-get install -y -qq gcc-multilib make </dev/null >/dev/null 2>&1; } || true; \
 	fi
 	@echo "building the ESP32-faithful MicroPython runtime (once; cached in build/runtime)"
-	@$(BIN)/python -m host_tools.vboard.runtime.build --out $@ || \
+	@$(BIN)/python -m host_tools.vboard.runtime.build --out $@ && touch $@ || \
 	  echo "note: the 32-bit runtime could not be built; the virtual board uses the 64-bit one"
 
 demo: setup

@@ -4,7 +4,8 @@
 # (MicroPython's ports/esp32/README.md), in a checkout of MicroPython v1.28.0 with its
 # submodules (third_party/README.md):
 #   make -C ports/esp32 BOARD=ESP32_GENERIC submodules
-#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=$ALBATROSS/boards/esp32_generic_sim7600/manifest.py
+#   make -C ports/esp32 BOARD=ESP32_GENERIC \
+#       FROZEN_MANIFEST=$ALBATROSS/boards/esp32_generic_sim7600/manifest.py
 # then flash build-ESP32_GENERIC/firmware.bin at 0x1000 and put boot.py, main.py, board.json
 # and config.json on the filesystem (the virtual board's frozen runtime is built from
 # boards/unix_sim/manifest.py the same way: `albatross runtime build --board unix_sim`).

@@ -371,6 +371,7 @@ class Supervisor:
             ALBATROSS_CTL_FD=str(ctl_w),
             ALBATROSS_ACK_FD=str(ack_r),
             ALBATROSS_CUT_AFTER=str(self.cut_after),
+            TZ="UTC0",  # an ESP32 keeps UTC: localtime() and mktime() must not take the host's
         )
         if self.ticks_start_ms is not None:
             env["ALBATROSS_TICKS_START_MS"] = str(self.ticks_start_ms)

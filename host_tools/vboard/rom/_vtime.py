@@ -27,16 +27,6 @@ def localtime(secs=None):
     return _unix_time.localtime(time() if secs is None else secs)
 
 
-def _days(y, m, d):
-    # Days from 1970-01-01 to a civil date (H. Hinnant's days_from_civil): the Unix port's
-    # mktime() is the C library's, which takes the host's time zone.
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
 def set_time(unix_s):
     global _shift
     _shift = unix_s - _unix_time.time()
@@ -56,7 +46,9 @@ class RTC:
             y, mo, d, h, mi, s, wd = gmtime()[:7]  # the Unix port adds yday and isdst
             return (y, mo, d, wd, h, mi, s, 0)
         y, mo, d, _, h, mi, s = t[:7]
-        set_time(_days(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
+        # The supervisor runs the board with TZ=UTC0 (an ESP32 has no time zone), so the
+        # C library's mktime() is UTC.
+        set_time(_unix_time.mktime((y, mo, d, h, mi, s, 0, 0)))
 
     def init(self, t):
         self.datetime(t)

@@ -18,7 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware" / "tests"))
 
+import mqtt_server_codec as s  # noqa: E402
+from mqtt_server_codec import ServerParser, fields  # noqa: E402
+
+from host_tools import image as img  # noqa: E402
 from host_tools.broker import find_mosquitto, start_broker  # noqa: E402
 from tracker import log  # noqa: E402
 from tracker import mqtt_codec as c  # noqa: E402
@@ -61,17 +66,17 @@ def packets(draw):
         return c.encode_connect(cid, ka, clean, user, pw, will), expect
     if kind == c.CONNACK:
         sp, rc = draw(st.booleans()), draw(st.integers(0, 255))
-        return c.encode_connack(rc, sp), dict(session_present=sp, return_code=rc)
+        return s.encode_connack(rc, sp), dict(session_present=sp, return_code=rc)
     if kind == c.PUBLISH:
         topic, payload, qos = draw(topics), draw(payloads), draw(st.integers(0, 1))
         retain = draw(st.booleans())
         dup = draw(st.booleans()) if qos else False
         pid = draw(pids) if qos else None
         expect = dict(topic=topic, payload=payload, qos=qos, retain=retain, dup=dup, pid=pid)
-        return c.encode_publish(topic, payload, qos, retain, dup, pid), expect
+        return s.encode_publish(topic, payload, qos, retain, dup, pid), expect
     if kind in (c.PUBACK, c.PUBREC, c.PUBREL, c.PUBCOMP, c.UNSUBACK):
         pid = draw(pids)
-        return c.encode_pid_ack(kind, pid), dict(pid=pid)
+        return s.encode_pid_ack(kind, pid), dict(pid=pid)
     if kind == c.SUBSCRIBE:
         pid = draw(pids)
         filters = draw(
@@ -81,21 +86,27 @@ def packets(draw):
     if kind == c.SUBACK:
         pid = draw(pids)
         granted = draw(st.lists(st.sampled_from([0, 1, 2, 0x80]), min_size=1, max_size=5))
-        return c.encode_suback(pid, granted), dict(pid=pid, granted=granted)
+        return s.encode_suback(pid, granted), dict(pid=pid, granted=granted)
     if kind == c.UNSUBSCRIBE:
         pid = draw(pids)
         filters = draw(st.lists(topic_filters, min_size=1, max_size=4))
         return c.encode_unsubscribe(pid, filters), dict(pid=pid, filters=filters)
     fixed = {
         c.PINGREQ: c.PINGREQ_BYTES,
-        c.PINGRESP: c.PINGRESP_BYTES,
+        c.PINGRESP: s.PINGRESP_BYTES,
         c.DISCONNECT: c.DISCONNECT_BYTES,
     }
     return fixed[kind], {}
 
 
-def parse_stream(chunks, max_packet=16384):
-    p = Parser(max_packet)
+# 2.2.1 Table 2.1: what a server sends a client. The device's Parser decodes only these; the
+# broker's ServerParser (firmware/tests/mqtt_server_codec.py) decodes every type.
+SENT_BY_A_SERVER = {c.CONNACK, c.PUBLISH, c.PUBACK, c.PUBREC, c.PUBREL, c.PUBCOMP, c.SUBACK,
+                    c.UNSUBACK, c.PINGRESP}  # fmt: skip
+
+
+def parse_stream(chunks, max_packet=16384, parser=ServerParser):
+    p = parser(max_packet)
     out = []
     for chunk in chunks:
         p.feed(chunk)
@@ -115,6 +126,22 @@ def test_every_packet_type_round_trips(case):
     assert pkt.type == data[0] >> 4 and p.buffered() == 0
     for field, value in expect.items():
         assert getattr(pkt, field) == value, field
+    device = Parser()
+    device.feed(data)
+    if pkt.type in SENT_BY_A_SERVER:  # the device decodes it exactly as the broker side does
+        assert fields(device.next_packet()) == fields(pkt) and device.buffered() == 0
+    else:
+        with pytest.raises(MqttProtocolError, match="is not sent to a client"):
+            device.next_packet()
+
+
+def test_broker_side_codec_stays_off_the_device():
+    on_device = {dev for dev, _host in img.firmware_files()}
+    assert "tracker/mqtt_codec.py" in on_device
+    assert not any("mqtt_server_codec" in dev for dev in on_device)
+    # Issue 7: what only a broker needs lives in mqtt_server_codec, not in the device's codec.
+    for name in ("encode_connack", "encode_suback", "encode_publish", "encode_pid_ack"):
+        assert not hasattr(c, name) and hasattr(s, name), name
 
 
 @FAST
@@ -125,7 +152,8 @@ def test_packet_streams_survive_arbitrary_splits(cases, data):
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     got, p = parse_stream(chunks)
     assert [pkt.type for pkt in got] == [d[0] >> 4 for d, _ in cases]
-    assert got == parse_stream([stream])[0] and p.buffered() == 0
+    assert [fields(q) for q in got] == [fields(q) for q in parse_stream([stream])[0]]
+    assert p.buffered() == 0
 
 
 @FAST
@@ -159,9 +187,9 @@ def test_publish_header_length_matches_the_packet(topic, payload_len):
 
 
 def test_field_length_limit():
-    c.encode_publish("a" * 65535, b"")
+    c.publish_header("a" * 65535, 0)
     with pytest.raises(MqttProtocolError):
-        c.encode_publish("a" * 65536, b"")
+        c.publish_header("a" * 65536, 0)
     with pytest.raises(MqttProtocolError):
         c.encode_connect("id", 60, True, "u", b"x" * 65536)
 
@@ -170,17 +198,19 @@ def test_field_length_limit():
 
 
 def fuzz(chunks, max_packet):
-    """Only packets, 'need more bytes' or MqttProtocolError; memory stays bounded."""
-    p = Parser(max_packet)
-    try:
-        for chunk in chunks:
-            p.feed(chunk)
-            while p.next_packet() is not None:
-                pass
-            assert p.buffered() < max_packet  # at most one incomplete packet is held
-    except MqttProtocolError:
-        with pytest.raises(MqttProtocolError):  # and it stays refused
-            p.next_packet()
+    """Only packets, 'need more bytes' or MqttProtocolError; memory stays bounded. For the
+    device's Parser and the broker-side ServerParser alike."""
+    for parser in (Parser, ServerParser):
+        p = parser(max_packet)
+        try:
+            for chunk in chunks:
+                p.feed(chunk)
+                while p.next_packet() is not None:
+                    pass
+                assert p.buffered() < max_packet  # at most one incomplete packet is held
+        except MqttProtocolError:
+            with pytest.raises(MqttProtocolError):  # and it stays refused
+                p.next_packet()
 
 
 @settings(max_examples=400, deadline=None)
@@ -213,8 +243,8 @@ def _recv_packet(conn: socket.socket, parser: Parser, deadline: float) -> c.Pack
 
 
 def test_paho_client_and_our_codec_understand_each_other():
-    """We play the broker with our encoders; paho plays the client. paho's bytes are decoded
-    by our parser and paho's callbacks show how it decoded ours."""
+    """We play the broker with our encoders (mqtt_server_codec); paho plays the client. paho's
+    bytes are decoded by our ServerParser and paho's callbacks show how it decoded ours."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     events: queue.Queue = queue.Queue()
@@ -236,7 +266,7 @@ def test_paho_client_and_our_codec_understand_each_other():
     try:
         conn, _ = server.accept()
         deadline = time.monotonic() + WAIT_S
-        parser = Parser()
+        parser = ServerParser()
         pkt = _recv_packet(conn, parser, deadline)
         assert (pkt.type, pkt.client_id, pkt.keepalive, pkt.clean_session) == (
             c.CONNECT,
@@ -245,13 +275,13 @@ def test_paho_client_and_our_codec_understand_each_other():
             True,
         )
         assert (pkt.username, pkt.password, pkt.will) == ("user", b"pw", ("w/t", b"bye", 1, True))
-        conn.sendall(c.encode_connack(0, session_present=False))
+        conn.sendall(s.encode_connack(0, session_present=False))
         assert events.get(timeout=WAIT_S) == ("connack", 0, False)
 
         client.subscribe([("a/+", 1), ("b/#", 0)])
         pkt = _recv_packet(conn, parser, deadline)
         assert pkt.type == c.SUBSCRIBE and pkt.filters == [("a/+", 1), ("b/#", 0)]
-        conn.sendall(c.encode_suback(pkt.pid, [1, 0x80]))
+        conn.sendall(s.encode_suback(pkt.pid, [1, 0x80]))
         assert events.get(timeout=WAIT_S) == ("suback", [1, 128])
 
         info = client.publish("p/q", b"hello", qos=1, retain=True)
@@ -266,7 +296,7 @@ def test_paho_client_and_our_codec_understand_each_other():
         conn.sendall(c.encode_puback(pkt.pid))
         assert events.get(timeout=WAIT_S) == ("puback", info.mid)
 
-        conn.sendall(c.encode_publish("a/x", b"\x00data", qos=1, retain=True, pid=9))
+        conn.sendall(s.encode_publish("a/x", b"\x00data", qos=1, retain=True, pid=9))
         assert events.get(timeout=WAIT_S) == ("msg", "a/x", b"\x00data", 1, True)
         pkt = _recv_packet(conn, parser, deadline)
         assert (pkt.type, pkt.pid) == (c.PUBACK, 9)

@@ -1,5 +1,6 @@
 # MqttClient against an in-process fake broker. Runs under pytest (CPython) and
 # firmware/tests/run_mp.py (MicroPython Unix port), so only asyncio features both have.
+import mqtt_server_codec as s
 from mptest import raises, run
 
 from tracker import log
@@ -19,8 +20,9 @@ log.echo = False  # the link-death warnings are expected here
 class FakeBroker:
     """The broker end of an in-memory link, and the client's stream at the same time.
 
-    What the client writes is decoded with the codec and answered the way a broker would;
-    knobs let a test hold PUBACKs, ignore pings, hang up or send raw bytes.
+    What the client writes is decoded with the broker's half of the codec (ServerParser) and
+    answered the way a broker would; knobs let a test hold PUBACKs, ignore pings, hang up or
+    send raw bytes.
     """
 
     def __init__(
@@ -31,7 +33,7 @@ class FakeBroker:
         self.answer_pings = answer_pings
         self.hold_pubacks = hold_pubacks
         self.refuse = refuse  # filters answered with SUBACK failure 0x80
-        self.parser = c.Parser()
+        self.parser = s.ServerParser()
         self.received = []  # every packet the client sent, decoded
         self.held = []  # pids of PUBLISHes whose PUBACK is held back
         self.closed = False
@@ -74,7 +76,7 @@ class FakeBroker:
     def _answer(self, pkt):
         t = pkt.type
         if t == c.CONNECT and self.answer_connect:
-            self.send(c.encode_connack(self.connack_code))
+            self.send(s.encode_connack(self.connack_code))
         elif t == c.PUBLISH and pkt.qos == 1:
             if self.hold_pubacks:
                 self.held.append(pkt.pid)
@@ -82,11 +84,11 @@ class FakeBroker:
                 self.send(c.encode_puback(pkt.pid))
         elif t == c.SUBSCRIBE:
             granted = [0x80 if f in self.refuse else q for f, q in pkt.filters]
-            self.send(c.encode_suback(pkt.pid, granted))
+            self.send(s.encode_suback(pkt.pid, granted))
         elif t == c.UNSUBSCRIBE:
-            self.send(c.encode_pid_ack(c.UNSUBACK, pkt.pid))
+            self.send(s.encode_pid_ack(c.UNSUBACK, pkt.pid))
         elif t == c.PINGREQ and self.answer_pings:
-            self.send(c.PINGRESP_BYTES)
+            self.send(s.PINGRESP_BYTES)
 
     def send(self, data):
         self._out += data
@@ -170,7 +172,7 @@ def test_missing_connack_times_out():
 def test_packet_before_connack_is_a_protocol_error():
     async def main():
         broker = FakeBroker(answer_connect=False)
-        broker.send(c.PINGRESP_BYTES)
+        broker.send(s.PINGRESP_BYTES)
         with raises(MqttLinkDead) as e:
             await connected(broker)
         assert "CONNACK" in str(e.value)
@@ -266,13 +268,26 @@ def test_garbage_from_broker_is_a_protocol_error():
     run(main())
 
 
+def test_packet_only_a_client_sends_is_a_protocol_error():
+    async def main():
+        for data in (c.encode_connect("broker", 60), c.encode_subscribe(1, [("a", 0)])):
+            client, broker = await connected()
+            broker.send(data)
+            reason = await wait_for_ms(client.wait_dead(), 1000)
+            name = c.NAMES[data[0] >> 4]
+            assert "%s is not sent to a client" % name in reason, reason
+            assert client.counters["protocol_errors"] == 1 and broker.closed
+
+    run(main())
+
+
 def test_incoming_publish_reaches_on_message_and_qos1_is_acked():
     async def main():
         got = []
         client, broker = await connected(on_message=lambda t, p, r: got.append((t, p, r)))
         assert await client.subscribe("albatross/dev-1/cmd", qos=1) == 1
-        broker.send(c.encode_publish("albatross/dev-1/cmd", b'{"x":1}', qos=1, pid=77))
-        broker.send(c.encode_publish("albatross/dev-1/cmd", b"q0", retain=True))
+        broker.send(s.encode_publish("albatross/dev-1/cmd", b'{"x":1}', qos=1, pid=77))
+        broker.send(s.encode_publish("albatross/dev-1/cmd", b"q0", retain=True))
         await until(lambda: len(got) == 2)
         assert got == [
             ("albatross/dev-1/cmd", b'{"x":1}', False),
@@ -292,7 +307,7 @@ def test_on_message_exception_does_not_kill_link():
             raise ValueError("handler bug")
 
         client, broker = await connected(on_message=boom)
-        broker.send(c.encode_publish("a", b"x", qos=1, pid=5))
+        broker.send(s.encode_publish("a", b"x", qos=1, pid=5))
         await until(lambda: broker.sent(c.PUBACK))
         assert not client.dead
         await client.disconnect()

@@ -1,13 +1,17 @@
-# MQTT 3.1.1 codec: spec byte vectors, round trips, boundaries and malformed input.
+# MQTT 3.1.1 codec: spec byte vectors, round trips, boundaries and malformed input, for the
+# device's client half (tracker.mqtt_codec) and the tests' broker half (mqtt_server_codec).
 # Runs under pytest (CPython) and firmware/tests/run_mp.py (MicroPython Unix port).
+import mqtt_server_codec as s
 from mptest import raises
+from mqtt_server_codec import ServerParser, fields
 
 from tracker import mqtt_codec as c
 from tracker.mqtt_codec import MqttProtocolError, Packet, Parser
 
 
-def parse_all(data, max_packet=16384):
-    p = Parser(max_packet)
+def parse_all(data, max_packet=16384, parser=Parser):
+    """Every packet in data, decoded by the device's Parser unless told otherwise."""
+    p = parser(max_packet)
     p.feed(data)
     out = []
     while True:
@@ -18,9 +22,9 @@ def parse_all(data, max_packet=16384):
         out.append(pkt)
 
 
-def parse_one(data, max_packet=16384):
-    pkts = parse_all(data, max_packet)
-    assert len(pkts) == 1, pkts
+def parse_one(data, max_packet=16384, parser=Parser):
+    pkts = parse_all(data, max_packet, parser)
+    assert len(pkts) == 1, [fields(p) for p in pkts]
     return pkts[0]
 
 
@@ -40,7 +44,7 @@ CONNECT_VECTOR = h(
 def test_connect_matches_spec_example():
     data = c.encode_connect("c", 10, True, "u", b"p", ("w", b"bye", 1, False))
     assert data == CONNECT_VECTOR
-    p = parse_one(data)
+    p = parse_one(data, parser=ServerParser)
     assert p.type == c.CONNECT and p.client_id == "c" and p.keepalive == 10
     assert p.clean_session and p.username == "u" and p.password == b"p"
     assert p.will == ("w", b"bye", 1, False)
@@ -48,7 +52,7 @@ def test_connect_matches_spec_example():
 
 def test_publish_matches_spec_example():
     # 3.3.2.3: topic "a/b", packet id 10
-    data = c.encode_publish("a/b", b"hi", qos=1, pid=10)
+    data = s.encode_publish("a/b", b"hi", qos=1, pid=10)
     assert data == h("32 09 0003 612f62 000a 6869")
     p = parse_one(data)
     assert (p.topic, p.payload, p.qos, p.pid) == ("a/b", b"hi", 1, 10)
@@ -59,20 +63,20 @@ def test_subscribe_matches_spec_example():
     # 3.8.2 / 3.8.3: packet id 10, "a/b" QoS 1, "c/d" QoS 2; fixed header flags 0b0010
     data = c.encode_subscribe(10, [("a/b", 1), ("c/d", 2)])
     assert data == h("82 0e 000a 0003 612f62 01 0003 632f64 02")
-    assert parse_one(data).filters == [("a/b", 1), ("c/d", 2)]
+    assert parse_one(data, parser=ServerParser).filters == [("a/b", 1), ("c/d", 2)]
 
 
 def test_suback_example_with_failure_code():
     # 3.9.3: granted 0, 1, 2 and failure 0x80
     p = parse_one(h("90 06 000a 00 01 02 80"))
     assert p.type == c.SUBACK and p.pid == 10 and p.granted == [0, 1, 2, 0x80]
-    assert c.encode_suback(10, [0, 1, 2, 0x80]) == h("90 06 000a 00 01 02 80")
+    assert s.encode_suback(10, [0, 1, 2, 0x80]) == h("90 06 000a 00 01 02 80")
 
 
 def test_utf8_example_from_spec():
     # 1.5.3.1: "A" + U+2A6D4 encodes as 00 05 41 F0 AA 9B 94
     topic = "A\U0002a6d4"
-    data = c.encode_publish(topic, b"")
+    data = s.encode_publish(topic, b"")
     assert data == h("30 07 0005 41f0aa9b94")
     assert parse_one(data).topic == topic
 
@@ -80,11 +84,14 @@ def test_utf8_example_from_spec():
 def test_fixed_two_byte_packets():
     assert c.PINGREQ_BYTES == h("c0 00")
     assert c.DISCONNECT_BYTES == h("e0 00")
-    assert c.encode_connack(0) == h("20 02 00 00")
-    assert c.encode_connack(0, session_present=True) == h("20 02 01 00")
+    assert s.PINGRESP_BYTES == h("d0 00")
+    assert s.encode_connack(0) == h("20 02 00 00")
+    assert s.encode_connack(0, session_present=True) == h("20 02 01 00")
     assert c.encode_puback(0x1234) == h("40 02 1234")
-    assert c.encode_pid_ack(c.PUBREL, 1) == h("62 02 0001")
-    assert [p.type for p in parse_all(h("c0 00 d0 00 e0 00"))] == [
+    assert s.encode_pid_ack(c.PUBACK, 0x1234) == h("40 02 1234")
+    assert s.encode_pid_ack(c.PUBREL, 1) == h("62 02 0001")
+    assert parse_one(h("d0 00")).type == c.PINGRESP
+    assert [p.type for p in parse_all(h("c0 00 d0 00 e0 00"), parser=ServerParser)] == [
         c.PINGREQ,
         c.PINGRESP,
         c.DISCONNECT,
@@ -109,7 +116,7 @@ def test_remaining_length_encoding_boundaries():
 
 def test_remaining_length_decoding_boundaries():
     for rl in (127, 128):
-        p = parse_one(c.encode_publish("t", bytes(rl - 3)))
+        p = parse_one(s.encode_publish("t", bytes(rl - 3)))
         assert len(p.payload) == rl - 3
     # For big sizes only the header is fed (the test heap is small): a parser whose limit is
     # exactly the packet's total size waits for the body, one byte less refuses it, which
@@ -141,30 +148,41 @@ def test_remaining_length_over_limit_is_refused():
 
 
 def sample_packets():
+    """Every packet type, in type order; the server-only ones from mqtt_server_codec."""
     return [
         c.encode_connect("dev-1", 60),
         c.encode_connect("", 0, True, None, None, ("s/t", b"", 2, True)),
         c.encode_connect("x" * 300, 65535, False, "user", "pass"),
-        c.encode_connack(5),
-        c.encode_publish("albatross/d1/up", b"\x00\xff" * 200, qos=1, retain=True, pid=65535),
-        c.encode_publish("a", "text", dup=False),
-        c.encode_publish("a", b"", qos=1, dup=True, pid=1),
+        s.encode_connack(5),
+        s.encode_publish("albatross/d1/up", b"\x00\xff" * 200, qos=1, retain=True, pid=65535),
+        s.encode_publish("a", "text", dup=False),
+        s.encode_publish("a", b"", qos=1, dup=True, pid=1),
         c.encode_puback(7),
-        c.encode_pid_ack(c.PUBREC, 8),
-        c.encode_pid_ack(c.PUBREL, 9),
-        c.encode_pid_ack(c.PUBCOMP, 10),
+        s.encode_pid_ack(c.PUBREC, 8),
+        s.encode_pid_ack(c.PUBREL, 9),
+        s.encode_pid_ack(c.PUBCOMP, 10),
         c.encode_subscribe(3, [("a/+/c", 0), ("#", 1), ("+", 2)]),
-        c.encode_suback(3, [0, 0x80, 2]),
+        s.encode_suback(3, [0, 0x80, 2]),
         c.encode_unsubscribe(4, ["a/#", "b"]),
-        c.encode_pid_ack(c.UNSUBACK, 4),
+        s.encode_pid_ack(c.UNSUBACK, 4),
         c.PINGREQ_BYTES,
-        c.PINGRESP_BYTES,
+        s.PINGRESP_BYTES,
         c.DISCONNECT_BYTES,
     ]
 
 
-def test_every_packet_type_round_trips_through_the_parser():
-    got = parse_all(b"".join(sample_packets()))
+# 2.2.1 Table 2.1: the rest (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT) only a
+# client sends, and only the broker's ServerParser decodes them.
+SENT_BY_A_SERVER = (c.CONNACK, c.PUBLISH, c.PUBACK, c.PUBREC, c.PUBREL, c.PUBCOMP, c.SUBACK,
+                    c.UNSUBACK, c.PINGRESP)  # fmt: skip
+
+
+def server_sent_packets():
+    return [d for d in sample_packets() if d[0] >> 4 in SENT_BY_A_SERVER]
+
+
+def test_every_packet_type_round_trips_through_the_server_parser():
+    got = parse_all(b"".join(sample_packets()), parser=ServerParser)
     types = [p.type for p in got]
     assert types == [1, 1, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     assert got[1].will == ("s/t", b"", 2, True) and got[1].client_id == ""
@@ -180,25 +198,61 @@ def test_every_packet_type_round_trips_through_the_parser():
     assert got[13].filters == ["a/#", "b"] and got[14].pid == 4
 
 
+def test_device_parser_decodes_every_packet_a_server_sends():
+    got = parse_all(b"".join(server_sent_packets()))
+    assert [p.type for p in got] == [2, 3, 3, 3, 4, 5, 6, 7, 9, 11, 13]
+    assert got[0].return_code == 5 and not got[0].session_present
+    assert got[1].retain and got[1].pid == 65535 and got[1].payload == b"\x00\xff" * 200
+    assert got[2].payload == b"text" and got[2].qos == 0 and got[2].pid is None
+    assert got[3].dup and got[3].payload == b""
+    assert [p.pid for p in got[4:8]] == [7, 8, 9, 10]
+    assert got[8].pid == 3 and got[8].granted == [0, 0x80, 2]
+    assert got[9].pid == 4
+
+
+def test_device_parser_refuses_packets_only_a_client_sends():
+    only_from_clients = [
+        c.encode_connect("dev-1", 60),
+        c.encode_subscribe(1, [("a/b", 1)]),
+        c.encode_unsubscribe(2, ["a/b"]),
+        c.PINGREQ_BYTES,
+        c.DISCONNECT_BYTES,
+    ]
+    for data in only_from_clients:
+        ptype = data[0] >> 4
+        p = Parser()
+        p.feed(s.PINGRESP_BYTES + data)
+        assert p.next_packet().type == c.PINGRESP  # what came before is still delivered
+        with raises(MqttProtocolError) as e:
+            p.next_packet()
+        assert str(e.value) == "%s is not sent to a client" % c.NAMES[ptype]
+        with raises(MqttProtocolError):  # and the stream stays refused
+            p.next_packet()
+        assert parse_one(data, parser=ServerParser).type == ptype  # a broker takes it
+
+
 def test_parser_reassembles_byte_by_byte_feeds():
-    stream = b"".join(sample_packets())
-    whole = parse_all(stream)
-    p = Parser()
-    got = []
-    for i in range(len(stream)):
-        p.feed(stream[i : i + 1])
-        pkt = p.next_packet()
-        while pkt is not None:
-            got.append(pkt)
+    for parser, packets in ((Parser, server_sent_packets()), (ServerParser, sample_packets())):
+        stream = b"".join(packets)
+        whole = parse_all(stream, parser=parser)
+        assert len(whole) == len(packets)
+        p = parser()
+        got = []
+        for i in range(len(stream)):
+            p.feed(stream[i : i + 1])
             pkt = p.next_packet()
-    assert got == whole
+            while pkt is not None:
+                got.append(pkt)
+                pkt = p.next_packet()
+        assert [fields(p) for p in got] == [fields(p) for p in whole]
 
 
-def test_packet_equality_compares_fields():
+def test_packet_fields_tell_packets_apart():
     a = parse_one(c.encode_puback(1))
-    assert a == parse_one(c.encode_puback(1))
-    assert a != parse_one(c.encode_puback(2))
-    assert a != Packet(c.PUBACK)
+    assert fields(a) == {"type": c.PUBACK, "pid": 1}
+    assert fields(a) == fields(parse_one(c.encode_puback(1)))
+    assert fields(a) != fields(parse_one(c.encode_puback(2)))
+    assert fields(a) != fields(Packet(c.PUBACK))
 
 
 # ---- malformed input ----------------------------------------------------------------------
@@ -247,14 +301,15 @@ MALFORMED = [
 
 
 def test_malformed_packets_raise_protocol_error():
-    for text, why in MALFORMED:
-        p = Parser()
-        p.feed(h(text))
-        try:
-            pkt = p.next_packet()
-        except MqttProtocolError:
-            continue
-        raise AssertionError("%s: parsed as %r" % (why, pkt))
+    for parser in (Parser, ServerParser):
+        for text, why in MALFORMED:
+            p = parser()
+            p.feed(h(text))
+            try:
+                pkt = p.next_packet()
+            except MqttProtocolError:
+                continue
+            raise AssertionError("%s: %s parsed %r" % (why, parser.__name__, fields(pkt)))
 
 
 def test_parser_stays_broken_after_an_error():
@@ -265,7 +320,7 @@ def test_parser_stays_broken_after_an_error():
     with raises(MqttProtocolError):
         p.next_packet()
     with raises(MqttProtocolError):
-        p.feed(c.PINGRESP_BYTES)
+        p.feed(s.PINGRESP_BYTES)
 
 
 def test_oversized_packet_is_refused_at_its_header():
@@ -273,21 +328,21 @@ def test_oversized_packet_is_refused_at_its_header():
     p.feed(c.publish_header("t", 200))  # only the header: the body never needs to arrive
     with raises(MqttProtocolError):
         p.next_packet()
-    data = c.encode_publish("t", b"x" * 95)  # exactly 100 bytes: allowed
+    data = s.encode_publish("t", b"x" * 95)  # exactly 100 bytes: allowed
     assert len(parse_all(data, max_packet=100)[0].payload) == 95
 
 
 def test_feed_refuses_to_grow_when_nobody_pops():
     p = Parser(max_packet=64)
     for _ in range(32):
-        p.feed(c.PINGRESP_BYTES)
+        p.feed(s.PINGRESP_BYTES)
     with raises(MqttProtocolError):
-        p.feed(c.PINGRESP_BYTES)
+        p.feed(s.PINGRESP_BYTES)
 
 
 def test_incomplete_packet_waits_for_more_bytes():
     p = Parser()
-    data = c.encode_publish("a/b", b"payload", qos=1, pid=2)
+    data = s.encode_publish("a/b", b"payload", qos=1, pid=2)
     p.feed(data[:-1])
     assert p.next_packet() is None
     p.feed(data[-1:])
@@ -300,17 +355,19 @@ def test_incomplete_packet_waits_for_more_bytes():
 
 def test_encoders_reject_invalid_arguments():
     bad = [
-        lambda: c.encode_publish("", b""),
-        lambda: c.encode_publish("a/+", b""),
-        lambda: c.encode_publish("a/#", b""),
-        lambda: c.encode_publish("a\x00", b""),
-        lambda: c.encode_publish(b"a", b""),
-        lambda: c.encode_publish("a", b"", qos=2, pid=1),
-        lambda: c.encode_publish("a", b"", qos=1),
-        lambda: c.encode_publish("a", b"", qos=1, pid=0),
-        lambda: c.encode_publish("a", b"", qos=1, pid=65536),
-        lambda: c.encode_publish("a", b"", qos=0, pid=5),
-        lambda: c.encode_publish("a", b"", dup=True),
+        lambda: c.publish_header("", 0),
+        lambda: c.publish_header("a/+", 0),
+        lambda: c.publish_header("a/#", 0),
+        lambda: c.publish_header("a\x00", 0),
+        lambda: c.publish_header(b"a", 0),
+        lambda: c.publish_header("a", 0, qos=2, pid=1),
+        lambda: c.publish_header("a", 0, qos=1),
+        lambda: c.publish_header("a", 0, qos=1, pid=0),
+        lambda: c.publish_header("a", 0, qos=1, pid=65536),
+        lambda: c.publish_header("a", 0, qos=0, pid=5),
+        lambda: c.publish_header("a", 0, dup=True),
+        lambda: c.encode_puback(0),
+        lambda: c.encode_puback(65536),
         lambda: c.encode_connect("id", 70000),
         lambda: c.encode_connect("", 60, clean_session=False),
         lambda: c.encode_connect("id", 60, True, None, b"pw"),
@@ -322,8 +379,8 @@ def test_encoders_reject_invalid_arguments():
         lambda: c.encode_subscribe(1, [("a", 3)]),
         lambda: c.encode_subscribe(0, [("a", 0)]),
         lambda: c.encode_unsubscribe(1, [""]),
-        lambda: c.encode_suback(1, [3]),
-        lambda: c.encode_pid_ack(c.CONNACK, 1),
+        lambda: s.encode_suback(1, [3]),
+        lambda: s.encode_pid_ack(c.CONNACK, 1),
     ]
     for i, fn in enumerate(bad):
         try:
@@ -335,7 +392,7 @@ def test_encoders_reject_invalid_arguments():
 
 def test_qos2_publish_error_names_the_problem():
     with raises(MqttProtocolError) as e:
-        c.encode_publish("a", b"", qos=2, pid=1)
+        c.publish_header("a", 0, qos=2, pid=1)
     assert "QoS 2" in str(e.value)
 
 

@@ -1,5 +1,8 @@
-# MQTT 3.1.1 packet codec: pure logic, bytes in and out, no I/O.
+# MQTT 3.1.1 packet codec, the client's half: pure logic, bytes in and out, no I/O.
 # Section numbers (e.g. 2.2.3) refer to the OASIS MQTT Version 3.1.1 specification.
+# It encodes only what a client sends and decodes only what a server sends; the broker's half
+# (CONNECT and (UN)SUBSCRIBE decoding, CONNACK/SUBACK/PUBLISH encoders) is test support in
+# firmware/tests/mqtt_server_codec.py, so it takes no RAM on the device.
 from tracker.aio import const
 
 CONNECT = const(1)
@@ -33,8 +36,11 @@ _FLAGS = {PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2}
 _BODY_LEN = {CONNACK: 2, PUBACK: 2, PUBREC: 2, PUBREL: 2, PUBCOMP: 2, UNSUBACK: 2,
              PINGREQ: 0, PINGRESP: 0, DISCONNECT: 0}  # fmt: skip
 
+# Packets only a client sends (2.2.1 Table 2.1; 3.1, 3.8, 3.10, 3.12, 3.14): the device's Parser
+# refuses them, a server sending one is out of step.
+_TO_SERVER_ONLY = (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT)
+
 PINGREQ_BYTES = b"\xc0\x00"  # 3.12
-PINGRESP_BYTES = b"\xd0\x00"  # 3.13
 DISCONNECT_BYTES = b"\xe0\x00"  # 3.14
 
 
@@ -54,20 +60,11 @@ class Packet:
 
     pid = topic = payload = return_code = None
     granted = None  # SUBACK: list of granted QoS or SUBACK_FAILURE
-    filters = None  # SUBSCRIBE: list of (filter, qos); UNSUBSCRIBE: list of filters
-    client_id = keepalive = clean_session = username = password = None
-    will = None  # (topic, payload, qos, retain)
     qos = 0
     retain = dup = session_present = False
 
     def __init__(self, ptype):
         self.type = ptype
-
-    def __eq__(self, other):
-        return isinstance(other, Packet) and self.__dict__ == other.__dict__
-
-    def __repr__(self):
-        return "<%s %r>" % (NAMES.get(self.type, "?"), self.__dict__)
 
 
 # ---- encoding ------------------------------------------------------------------------------
@@ -171,10 +168,6 @@ def encode_connect(
     return bytes(_packet(CONNECT << 4, parts))
 
 
-def encode_connack(return_code, session_present=False):
-    return bytes((CONNACK << 4, 2, 1 if session_present else 0, return_code & 0xFF))
-
-
 def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=None):
     """Everything of a PUBLISH (3.3) before its payload, so a big payload is never copied."""
     if qos == 2:  # no PUBREC/PUBREL state machine here: QoS 1 + dedupe is the design
@@ -187,23 +180,8 @@ def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=None)
     return _packet(first, parts, payload_len)
 
 
-def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=None):
-    if isinstance(payload, str):
-        payload = payload.encode()
-    buf = publish_header(topic, len(payload), qos, retain, dup, pid)
-    buf += payload
-    return bytes(buf)
-
-
-def encode_pid_ack(ptype, pid):
-    """PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK: fixed header plus packet id."""
-    if ptype not in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK):
-        raise _Err("type %r takes more than a packet id" % (ptype,))
-    return bytes((ptype << 4 | _FLAGS.get(ptype, 0), 2)) + _pid(pid)
-
-
 def encode_puback(pid):
-    return encode_pid_ack(PUBACK, pid)
+    return bytes((PUBACK << 4, 2)) + _pid(pid)  # 3.4
 
 
 def encode_subscribe(pid, filters):
@@ -214,15 +192,6 @@ def encode_subscribe(pid, filters):
     if len(parts) < 2:
         raise _Err("SUBSCRIBE needs at least one topic filter")
     return bytes(_packet(SUBSCRIBE << 4 | 2, parts))
-
-
-def encode_suback(pid, granted):
-    for g in granted:
-        if g not in (0, 1, 2, SUBACK_FAILURE):
-            raise _Err("SUBACK return code %r invalid" % (g,))
-    if not granted:
-        raise _Err("SUBACK needs at least one return code")
-    return bytes(_packet(SUBACK << 4, (_pid(pid), bytes(granted))))
 
 
 def encode_unsubscribe(pid, filters):
@@ -287,78 +256,6 @@ def _get_pid(mv, pos, end):
     return pid, pos
 
 
-def _decode(ptype, flags, mv, pos, end):
-    p = Packet(ptype)
-    if ptype == PUBLISH:
-        p.dup = bool(flags & 8)
-        p.qos = (flags >> 1) & 3
-        p.retain = bool(flags & 1)
-        p.topic, pos = _get_str(mv, pos, end, "topic")
-        if not p.topic or "+" in p.topic or "#" in p.topic:  # 4.7.3, 3.3.2.1
-            raise _Err("invalid topic name %r" % p.topic)
-        if p.qos:
-            p.pid, pos = _get_pid(mv, pos, end)
-        p.payload = bytes(mv[pos:end])
-        return p
-    if ptype == CONNACK:
-        if mv[pos] & 0xFE:  # 3.2.2.1
-            raise _Err("CONNACK reserved flag bits set")
-        p.session_present = bool(mv[pos])
-        p.return_code = mv[pos + 1]
-        pos = end
-    elif ptype == CONNECT:
-        pos = _decode_connect(p, mv, pos, end)
-    elif ptype in _BODY_LEN:  # the rest of the fixed-size packets: a packet id or nothing
-        if end > pos:
-            p.pid, pos = _get_pid(mv, pos, end)
-    else:  # SUBACK, SUBSCRIBE, UNSUBSCRIBE: packet id, then at least one entry
-        p.pid, pos = _get_pid(mv, pos, end)
-        if pos == end:
-            raise _Err("%s without entries" % NAMES[ptype])
-        if ptype == SUBACK:
-            p.granted = list(mv[pos:end])
-            for g in p.granted:
-                if g > 2 and g != SUBACK_FAILURE:  # 3.9.3
-                    raise _Err("SUBACK return code 0x%02x invalid" % g)
-            return p
-        p.filters = []
-        while pos < end:
-            flt, pos = _get_str(mv, pos, end, "topic filter")
-            _filter(flt)
-            if ptype == SUBSCRIBE:
-                if pos >= end or mv[pos] > 2:  # 3.8.3.1: reserved bits zero, QoS 0..2
-                    raise _Err("SUBSCRIBE filter %r without a valid QoS byte" % flt)
-                flt = (flt, mv[pos])
-                pos += 1
-            p.filters.append(flt)
-    if pos != end:
-        raise _Err("%s has %d stray bytes" % (NAMES[ptype], end - pos))
-    return p
-
-
-def _decode_connect(p, mv, pos, end):
-    name, pos = _get_bin(mv, pos, end, "protocol name")
-    if name != b"MQTT" or pos + 4 > end or mv[pos] != 4:  # 3.1.2.1, 3.1.2.2
-        raise _Err("not an MQTT 3.1.1 CONNECT")
-    flags = mv[pos + 1]
-    wqos = (flags >> 3) & 3
-    # 3.1.2.3 reserved bit; 3.1.2.11 will QoS/retain only with a will; 3.1.2.9
-    if flags & 1 or wqos == 3 or (not flags & 4 and flags & 0x38) or flags & 0xC0 == 0x40:
-        raise _Err("CONNECT flags 0x%02x invalid" % flags)
-    p.clean_session = bool(flags & 0x02)
-    p.keepalive = mv[pos + 2] << 8 | mv[pos + 3]
-    p.client_id, pos = _get_str(mv, pos + 4, end, "client id")
-    if flags & 0x04:
-        wtopic, pos = _get_str(mv, pos, end, "will topic")
-        wpayload, pos = _get_bin(mv, pos, end, "will payload")
-        p.will = (wtopic, wpayload, wqos, bool(flags & 0x20))
-    if flags & 0x80:
-        p.username, pos = _get_str(mv, pos, end, "username")
-    if flags & 0x40:
-        p.password, pos = _get_bin(mv, pos, end, "password")
-    return pos
-
-
 class Parser:
     """Incremental decoder: feed() bytes as they arrive, next_packet() until it returns None.
 
@@ -382,6 +279,40 @@ class Parser:
 
     def buffered(self):
         return len(self._buf)
+
+    def _decode(self, ptype, flags, mv, pos, end):
+        """The packet whose body is mv[pos:end]. Only what a server sends a client; a subclass
+        (the tests' ServerParser) overrides this to add the packets only a client sends."""
+        p = Packet(ptype)
+        if ptype == PUBLISH:
+            p.dup = bool(flags & 8)
+            p.qos = (flags >> 1) & 3
+            p.retain = bool(flags & 1)
+            p.topic, pos = _get_str(mv, pos, end, "topic")
+            if not p.topic or "+" in p.topic or "#" in p.topic:  # 4.7.3, 3.3.2.1
+                raise _Err("invalid topic name %r" % p.topic)
+            if p.qos:
+                p.pid, pos = _get_pid(mv, pos, end)
+            p.payload = bytes(mv[pos:end])
+            return p
+        if ptype == CONNACK:
+            if mv[pos] & 0xFE:  # 3.2.2.1
+                raise _Err("CONNACK reserved flag bits set")
+            p.session_present = bool(mv[pos])
+            p.return_code = mv[pos + 1]
+        elif ptype == SUBACK:  # packet id, then at least one return code (3.9.3)
+            p.pid, pos = _get_pid(mv, pos, end)
+            if pos == end:
+                raise _Err("SUBACK without return codes")
+            p.granted = list(mv[pos:end])
+            for g in p.granted:
+                if g > 2 and g != SUBACK_FAILURE:
+                    raise _Err("SUBACK return code 0x%02x invalid" % g)
+        elif ptype in _TO_SERVER_ONLY:
+            raise _Err("%s is not sent to a client" % NAMES[ptype])
+        elif end > pos:  # PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK; PINGRESP has no body
+            p.pid = _get_pid(mv, pos, end)[0]
+        return p
 
     def _fail(self, msg):
         self._broken = msg
@@ -432,7 +363,7 @@ class Parser:
         if n < total:
             return None
         try:
-            pkt = _decode(ptype, flags, memoryview(buf), pos, total)
+            pkt = self._decode(ptype, flags, memoryview(buf), pos, total)
         except MqttProtocolError as e:
             raise self._fail(str(e))
         buf[0:total] = b""

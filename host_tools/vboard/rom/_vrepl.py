@@ -1,6 +1,7 @@
 # The console REPL of the virtual board, byte-compatible with MicroPython's pyexec: the
 # friendly REPL (">>> ", Ctrl-A/B/C/D/E) and the raw REPL that mpremote, pyboard.py and the
 # HIL serial target drive (Ctrl-A, code, Ctrl-D -> "OK" output \x04 error \x04 ">").
+import gc
 import io
 import sys
 
@@ -40,11 +41,21 @@ def write(s):
 
 
 def print_exception(err):
-    """Print a traceback as the board would: without the ROM's own frames."""
-    buf = io.StringIO()
-    sys.print_exception(err, buf)
-    for line in buf.getvalue().split("\n"):
-        if line and "/rom/_v" not in line:
+    """Print a traceback as the board would: without the ROM's own frames (named _v*.py,
+    frozen or from host_tools/vboard/rom/). An ESP32 prints it from C without touching the
+    heap; here a full heap (the MemoryError being reported, often) leaves no room to filter,
+    so the traceback then goes out whole."""
+    try:
+        buf = io.StringIO()
+        sys.print_exception(err, buf)
+        text = buf.getvalue()
+    except MemoryError:
+        buf = text = None
+        gc.collect()
+        sys.print_exception(err, _out)
+        return
+    for line in text.split("\n"):
+        if line and 'File "_v' not in line and "/rom/_v" not in line:
             _out.write(line + "\n")
 
 

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from host_tools.vboard.runtime import RUNTIME_NAME
@@ -147,15 +148,18 @@ def build(
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     # One build at a time (tests and benches start boards in parallel): the others wait,
     # then find the binary in the cache.
+    # Threads of one process (a bench's boards) and other processes alike: the lock is taken
+    # per open file description, so each caller opens its own.
     with open(BUILD_ROOT / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not cached.is_file():
             _build_into(cached, source, manifest, manifest_is_board, jobs, quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    shutil.copy2(cached, tmp)
-    os.replace(tmp, out)
-    stamp.write_text(key)
+        if not (out.is_file() and stamp.is_file() and stamp.read_text() == key):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            shutil.copy2(cached, tmp)
+            os.replace(tmp, out)
+            stamp.write_text(key)
     return out
 
 

@@ -48,11 +48,15 @@ class Runtime:
 
     def describe(self) -> str:
         what = {
-            "esp32": "MicroPython 1.28.0 Unix port, 32-bit, single-precision (ESP32-faithful)",
-            "esp32-frozen": f"the ESP32-faithful runtime with {self.frozen_board}'s app frozen",
-            "unix64": "MicroPython 1.28.0 Unix port from PyPI, 64-bit, double floats",
+            "esp32": "Unix port, 32-bit, single-precision (ESP32-faithful)",
+            "esp32-frozen": f"ESP32-faithful, with {self.frozen_board}'s app frozen",
+            "unix64": "Unix port from PyPI, 64-bit, double floats",
         }[self.name]
-        return f"{self.name}: {what}"
+        try:
+            version = ".".join(map(str, micropython_version(self.path)))
+        except RuntimeUnavailable:
+            version = "?"
+        return f"{self.name}: MicroPython {version} {what}"
 
 
 def bin_dir() -> Path:

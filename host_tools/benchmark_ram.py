@@ -160,25 +160,26 @@ def allocation_per_reading(
         time.sleep(warmup_s + seconds)
     finally:
         vb.stop()
-    text = vb.console_text()
-    samples = []  # (stamp order, collections, bytes, allocations, readings so far)
+    return dict(parse_probe(vb.console_text(), warmup_s), runtime=runtime, heap=heap)
+
+
+def parse_probe(text: str, warmup_s: float) -> dict:
+    """Per-reading figures from a console with PROBE_MAIN's VSTATS lines (every 10 s) and
+    the app's "stored seq N" lines, from the first sample after the warm-up to the last."""
+    samples = []  # (collections, bytes, allocations, readings so far)
     readings = 0
     for line in text.splitlines():
-        m = re.search(r"stored seq (\d+)", line)
-        if m:
+        if re.search(r"stored seq \d+", line):
             readings += 1
         m = re.match(r"VSTATS (\d+) (\d+) (\d+)", line.strip())
         if m:
             samples.append((*map(int, m.groups()), readings))
-    # Steady state: from the first sample after the warm-up to the last one.
     skip = int(warmup_s // 10)
     if len(samples) < skip + 2:
-        return {"runtime": runtime, "error": "too few samples", "samples": len(samples)}
+        return {"error": "too few samples", "samples": len(samples)}
     (c0, b0, a0, r0), (c1, b1, a1, r1) = samples[skip], samples[-1]
     n = max(1, r1 - r0)
     return {
-        "runtime": runtime,
-        "heap": heap,
         "readings": r1 - r0,
         "bytes_per_reading": (b1 - b0) / n,
         "allocations_per_reading": (a1 - a0) / n,

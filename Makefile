@@ -76,7 +76,7 @@ test: setup
 	$(BIN)/python -m pytest -n 3
 
 test-quick: setup
-	$(BIN)/python -m pytest -m "not slow and not hil"
+	$(BIN)/python -m pytest -n 3 -m "not slow and not hil"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -51,14 +51,6 @@ RTC_BROWN_OUT_RESET = 15
 RESET_NAMES[BROWNOUT_RESET] = "brownout"
 
 CTRL_C = 3
-# Why 320 KiB. An ESP32 without PSRAM leaves MicroPython about 110 KB of GC heap (32-bit);
-# the Unix port is 64-bit, where pointer-heavy objects are about 1.7x larger: ~190 KB of
-# data heap. On top of that the vboard must hold the firmware's bytecode in its heap (it
-# loads .mpy files from the filesystem; the Unix port cannot freeze modules), ~150 KB for
-# the tracker with its modem stack -- which a production ESP32 build keeps in flash by
-# freezing it. 192 KB + ~130 KB rounds to 320 KiB. `make bench` measures the live heap, the
-# code share and the smallest heap the tracker runs in; the README quotes the figures.
-DEFAULT_HEAP = 320 * 1024
 
 
 def _die_with_parent() -> None:
@@ -116,7 +108,7 @@ class Supervisor:
         image: Path,
         workdir: Path,
         *,
-        heap: int = DEFAULT_HEAP,
+        heap: int | None = None,
         block_size: int = 4096,
         uid: str | None = None,
         env: dict[str, str] | None = None,
@@ -143,6 +135,8 @@ class Supervisor:
         except rt.RuntimeUnavailable as e:
             raise VboardError(str(e)) from None
         self.micropython = self.runtime.path
+        if self.heap is None:  # no board to ask (runner.VirtualBoard passes the board's)
+            self.heap = rt.default_heap({}, self.runtime)
         # The faithful runtime's tick counter and wall clock at each boot (None: 0 and the
         # host's clock); see runtime/variant/esp32_clock.c.
         self.ticks_start_ms = ticks_start_ms

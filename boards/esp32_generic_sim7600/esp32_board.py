@@ -37,13 +37,16 @@ TXBUF = 2048
 RXBUF = 4096
 
 
-def info_path(module_file=None):
-    """board.json beside the given file (at "/" on the device, in the board folder in a
-    tree)."""
-    if module_file is None:
+def info_path():
+    """board.json beside this file: at "/" on the device (and when frozen, where there is no
+    __file__), in the board folder in a tree (the LilyGO's copy is a symlink, whose path is
+    kept, so it finds the LilyGO's board.json)."""
+    try:
+        here = __file__
+    except NameError:
         return "board.json"
-    i = module_file.rfind("/")
-    return module_file[: i + 1] + "board.json" if i >= 0 else "board.json"
+    i = here.rfind("/")
+    return here[: i + 1] + "board.json" if i >= 0 else "board.json"
 
 
 def reset_cause(machine):
@@ -202,8 +205,8 @@ class Esp32Board:
         return "".join("%02x" % b for b in machine.unique_id())
 
 
-def create(module_file, name, path=None):
-    """The Board of the board.json at `path`, or beside `module_file` (the board.py)."""
-    with open(path or info_path(module_file)) as f:
+def create(name, path=None):
+    """The Board of the board.json at `path`, or of the one beside this file."""
+    with open(path or info_path()) as f:
         info = json.load(f)
     return Esp32Board(info, name)

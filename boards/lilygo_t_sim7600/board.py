@@ -4,12 +4,5 @@
 import esp32_board
 
 
-def _here():
-    try:
-        return __file__
-    except NameError:  # frozen into the firmware: board.json is at the root
-        return None
-
-
 def create(info_path=None):
-    return esp32_board.create(_here(), "lilygo_t_sim7600", info_path)
+    return esp32_board.create("lilygo_t_sim7600", info_path)

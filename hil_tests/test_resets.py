@@ -90,6 +90,18 @@ def _repl(vb: VirtualBoard, line: str, timeout: float = 10) -> str:
     return out.decode(errors="replace")
 
 
+def _back_after_watchdog(vb: VirtualBoard, mqtt: MqttWatch, mark: int, last_crash: str) -> None:
+    """After a watchdog reset the board reports again, saying why it reset: the reset cause,
+    one crash in the record and what it was, then telemetry."""
+    dev = vb.device_id
+    back = mqtt.wait_for(
+        _status(dev), REPORT_S, what="status after the reset", after=mark, logs=logs_of(vb)
+    )
+    assert back.json["reset_cause"] == "watchdog" and back.json["crashes"] == 1
+    assert back.json["last_crash"].startswith(last_crash), back.json["last_crash"]
+    mqtt.wait_for(_telemetry(dev), REPORT_S, what="telemetry after the reset", after=mark)
+
+
 @pytest.mark.bench
 @pytest.mark.slow
 def test_a_hung_task_ends_in_a_watchdog_reset(vboard: VboardFactory, mqtt: MqttWatch) -> None:
@@ -117,13 +129,7 @@ if n == 4:
     assert SAMPLING_STALL_S + WATCHDOG_S - 2 < hung_for < SAMPLING_STALL_S + WATCHDOG_S + 5
     print(f"hang -> watchdog reset: {hung_for:.1f} s")
     # Recovery: the board is back and says why it reset.
-    back = mqtt.wait_for(
-        _status(dev), REPORT_S, what="status after the reset", after=mark, logs=logs_of(vb)
-    )
-    assert back.json["reset_cause"] == "watchdog"
-    assert back.json["crashes"] == 1
-    assert back.json["last_crash"].startswith("hung: sampling made no progress for")
-    mqtt.wait_for(_telemetry(dev), REPORT_S, what="telemetry after the reset", after=mark)
+    _back_after_watchdog(vb, mqtt, mark, "hung: sampling made no progress for")
 
 
 @pytest.mark.bench
@@ -147,12 +153,7 @@ if n == 3 and "hil_blocked" not in os.listdir():
     assert WATCHDOG_S - 1.5 < blocked_for < WATCHDOG_S + 3
     print(f"blocked loop -> watchdog reset: {blocked_for:.1f} s")
     assert "made no progress" not in vb.console_text()  # the feeder never ran again
-    back = mqtt.wait_for(
-        _status(dev), REPORT_S, what="status after the reset", after=mark, logs=logs_of(vb)
-    )
-    assert back.json["reset_cause"] == "watchdog" and back.json["crashes"] == 1
-    assert back.json["last_crash"].startswith("WDT_RESET:")
-    mqtt.wait_for(_telemetry(dev), REPORT_S, what="telemetry after the reset", after=mark)
+    _back_after_watchdog(vb, mqtt, mark, "WDT_RESET:")
 
 
 @pytest.mark.bench

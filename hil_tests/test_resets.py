@@ -42,7 +42,7 @@ def _sampling_hook(body: str) -> bytes:
     indented = "\n".join("    " + line for line in body.strip().splitlines())
     return (
         "import asyncio, os, time\n"
-        "import tracker.sensors as _s\n"
+        "import tracker.sensing.sensors as _s\n"
         "_orig = _s.Sensors.sample\n"
         "_calls = [0]\n"
         "async def sample(self):\n"

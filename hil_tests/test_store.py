@@ -187,7 +187,7 @@ def _flip_bit_in_a_pending_record(image: Path) -> int:
     with fs.open(path, "rb") as f:
         seg = bytearray(f.read())
     # Records: magic 0xA1, len u16, seq u32 (little-endian), crc u32, payload
-    # (firmware/tracker/store_format.py).
+    # (firmware/tracker/store/layout.py).
     offsets = []
     i = 0
     while i + 11 <= len(seg) and seg[i] == 0xA1:

@@ -21,7 +21,7 @@ from fake_uart import FakeUart  # noqa: E402
 
 from host_tools.at_replay import jsonl_record, parse, parse_corpus, parse_jsonl, replay  # noqa: E402
 from tracker import log  # noqa: E402
-from tracker.at import AtEngine  # noqa: E402
+from tracker.modem.at import AtEngine  # noqa: E402
 
 log.echo = False
 

@@ -21,8 +21,8 @@ from fake_uart import FakeUart  # noqa: E402
 
 from host_tools.at_replay import parse_corpus  # noqa: E402
 from tracker import log  # noqa: E402
-from tracker.at import AtEngine  # noqa: E402
-from tracker.at_lines import LINE, URC_PREFIXES, LineAssembler  # noqa: E402
+from tracker.modem.at import AtEngine  # noqa: E402
+from tracker.modem.at_lines import LINE, URC_PREFIXES, LineAssembler  # noqa: E402
 
 log.echo = False
 

@@ -20,7 +20,7 @@ from test_at_engine import Seen, session  # noqa: E402
 from host_tools.at_replay import parse, parse_jsonl, replay  # noqa: E402
 from host_tools.vboard.modem import ModemSimulator, Timings  # noqa: E402
 from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered  # noqa: E402
-from tracker.at import (  # noqa: E402
+from tracker.modem.at import (  # noqa: E402
     AtEngine,
     AtResponse,
     CmeError,  # noqa: E402

@@ -26,9 +26,9 @@ from mqtt_server_codec import ServerParser, fields  # noqa: E402
 from host_tools import image as img  # noqa: E402
 from host_tools.broker import find_mosquitto, start_broker  # noqa: E402
 from tracker import log  # noqa: E402
-from tracker import mqtt_codec as c  # noqa: E402
-from tracker.mqtt import MqttClient  # noqa: E402
-from tracker.mqtt_codec import MqttProtocolError, Parser  # noqa: E402
+from tracker.uplink import mqtt_codec as c  # noqa: E402
+from tracker.uplink.mqtt import MqttClient  # noqa: E402
+from tracker.uplink.mqtt_codec import MqttProtocolError, Parser  # noqa: E402
 
 log.echo = False
 WAIT_S = 10.0  # failure deadline only, never a performance limit
@@ -137,7 +137,7 @@ def test_every_packet_type_round_trips(case):
 
 def test_broker_side_codec_stays_off_the_device():
     on_device = {dev for dev, _host in img.firmware_files()}
-    assert "tracker/mqtt_codec.py" in on_device
+    assert "tracker/uplink/mqtt_codec.py" in on_device
     assert not any("mqtt_server_codec" in dev for dev in on_device)
     # Issue 7: what only a broker needs lives in mqtt_server_codec, not in the device's codec.
     for name in ("encode_connack", "encode_suback", "encode_publish", "encode_pid_ack"):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 
 from tracker import log  # noqa: E402
-from tracker import store_format as fmt  # noqa: E402
-from tracker.store import Store  # noqa: E402
+from tracker.store import layout as fmt  # noqa: E402
+from tracker.store.queue import Store  # noqa: E402
 
 log.echo = False
 

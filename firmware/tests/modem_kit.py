@@ -6,7 +6,7 @@ from mptest import run
 
 from tracker import log
 from tracker.aio import sleep_ms, ticks_diff, ticks_ms
-from tracker.at import AtEngine
+from tracker.modem.at import AtEngine
 
 log.echo = False
 

@@ -3,7 +3,7 @@
 # ones only a server sends. It runs on CPython and the MicroPython Unix port like the tests, and
 # never goes onto the device: host_tools/image.py and the boards' frozen manifests take
 # firmware/boot.py, main.py and tracker/ only. Section numbers are MQTT 3.1.1's.
-from tracker.mqtt_codec import (
+from tracker.uplink.mqtt_codec import (
     _FLAGS,
     CONNACK,
     CONNECT,

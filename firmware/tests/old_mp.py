@@ -25,10 +25,10 @@ class StrictStr(str):
 
 class strict_lines:
     """`with strict_lines():` every line the AT line assembler makes is a StrictStr (it
-    builds them with str(buf, "ascii"), looked up in tracker.at_lines' globals)."""
+    builds them with str(buf, "ascii"), looked up in tracker.modem.at_lines' globals)."""
 
     def __enter__(self):
-        from tracker import at_lines
+        from tracker.modem import at_lines
 
         self.module = at_lines
         at_lines.str = StrictStr

@@ -2,9 +2,10 @@
 from fake_uart import FakeUart, ReadOnlyStream
 from mptest import raises, run, ticks_after_test, ticks_before_wrap
 
-from tracker import at_lines, log
+from tracker import log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
-from tracker.at import AtEngine, AtError, AtTimeout, CmeError, CmsError
+from tracker.modem import at_lines
+from tracker.modem.at import AtEngine, AtError, AtTimeout, CmeError, CmsError
 
 log.echo = False
 

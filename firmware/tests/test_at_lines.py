@@ -1,6 +1,6 @@
 # Line assembler and classifier tests; run under CPython (pytest) and the Unix port.
-from tracker import at_lines as L
-from tracker.at_lines import LINE, PROMPT, RAW, LineAssembler
+from tracker.modem import at_lines as L
+from tracker.modem.at_lines import LINE, PROMPT, RAW, LineAssembler
 
 # A realistic SIMCom exchange with echo on: a command, a URC in the middle of its answer,
 # a glued URC after the final, a prompt, an answer after the prompt.

@@ -5,10 +5,10 @@ from fake_uart import FakeUart
 from mptest import run
 from old_mp import StrictStr, strict_lines
 
-from tracker import at_lines as L
 from tracker import log
 from tracker.aio import sleep_ms
-from tracker.at import AtEngine
+from tracker.modem import at_lines as L
+from tracker.modem.at import AtEngine
 
 log.echo = False
 

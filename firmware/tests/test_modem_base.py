@@ -5,7 +5,7 @@ from modem_kit import answer, init_script, session, written
 from mptest import raises
 
 from tracker.aio import asyncio, sleep_ms
-from tracker.modem import (
+from tracker.modem.base import (
     ModemNotResponding,
     RegistrationDenied,
     RegistrationTimeout,
@@ -13,9 +13,9 @@ from tracker.modem import (
     cclk_to_unix,
     reg_stat,
 )
-from tracker.modem_quectel import Bg96, Ec25
-from tracker.modem_simcom import A76xx, Sim7600
-from tracker.modems import make_modem
+from tracker.modem.families import make_modem
+from tracker.modem.quectel import Bg96, Ec25
+from tracker.modem.simcom import A76xx, Sim7600
 
 
 def test_reg_stat_tells_answers_from_urcs():

@@ -1,7 +1,7 @@
 from mptest import run
 
-from tracker.at import AtTimeout
-from tracker.modem_link import LADDER, ModemLink
+from tracker.modem.at import AtTimeout
+from tracker.modem.link import LADDER, ModemLink
 
 
 class FakeAt:

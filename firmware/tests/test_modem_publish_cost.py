@@ -3,12 +3,12 @@
 # ModemSocket carries the packets exactly as the MQTT client sends them (fixed header and
 # topic in one write, the payload in another, then drain; the PUBACK read back). The modem
 # side is scripted with the answers the manuals and the corpus show; `pytest -s` prints the
-# numbers. (The packets are built here rather than by tracker.mqtt: on the Unix port the
+# numbers. (The packets are built here rather than by tracker.uplink.mqtt: on the Unix port the
 # whole suite shares one heap, and the MQTT modules are not needed to count AT traffic.)
 from modem_kit import OK, answer, session
 
-from tracker.modem_quectel import Bg96
-from tracker.modem_simcom import A76xx, Sim7600
+from tracker.modem.quectel import Bg96
+from tracker.modem.simcom import A76xx, Sim7600
 
 TOPIC = b"albatross/dev-0001/telemetry"
 PAYLOAD = b"x" * 150

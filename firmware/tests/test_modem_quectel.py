@@ -5,8 +5,8 @@ from modem_kit import OK, PoweredModemUart, answer, session, written
 from mptest import raises
 
 from tracker.aio import asyncio, sleep_ms
-from tracker.modem import PdpError, SocketClosed, SocketError
-from tracker.modem_quectel import Bg95, Bg96, Ec25
+from tracker.modem.base import PdpError, SocketClosed, SocketError
+from tracker.modem.quectel import Bg95, Bg96, Ec25
 
 HOST = "broker.example"
 
@@ -44,7 +44,7 @@ def test_rail_cycle_needs_a_power_pin():
     answer(u, "AT\r")
 
     async def t(m, u):
-        from tracker.modem import NotSupported
+        from tracker.modem.base import NotSupported
 
         with raises(NotSupported):
             await m.rail_cycle()

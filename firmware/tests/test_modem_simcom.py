@@ -1,10 +1,10 @@
 # SIMCom SIM7600 / A76xx driver against scripted fake UARTs: power by PWRKEY, PDP with the
 # +NETOPEN URC, a full socket session through CIPOPEN/CIPSEND/CIPRXGET, PDP loss and errors.
 # Runs under CPython (pytest) and the Unix port (run_mp.py).
-# ruff: noqa: I001 -- tracker.modem first: on the Unix port it is compiled from source, the
+# ruff: noqa: I001 -- tracker.modem.base first: on the Unix port it is compiled from source, the
 # biggest compile of the suite, best done while the heap is emptiest.
-from tracker.modem import ModemNotResponding, PdpError, SocketClosed, SocketError
-from tracker.modem_simcom import A76xx, Sim7600
+from tracker.modem.base import ModemNotResponding, PdpError, SocketClosed, SocketError
+from tracker.modem.simcom import A76xx, Sim7600
 
 from mptest import raises
 from modem_kit import OK, PoweredModemUart, answer, session, written

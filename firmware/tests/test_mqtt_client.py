@@ -4,9 +4,9 @@ import mqtt_server_codec as s
 from mptest import raises, run
 
 from tracker import log
-from tracker import mqtt_codec as c
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
-from tracker.mqtt import (
+from tracker.uplink import mqtt_codec as c
+from tracker.uplink.mqtt import (
     MqttClient,
     MqttConnectRefused,
     MqttLinkDead,

@@ -1,12 +1,12 @@
 # MQTT 3.1.1 codec: spec byte vectors, round trips, boundaries and malformed input, for the
-# device's client half (tracker.mqtt_codec) and the tests' broker half (mqtt_server_codec).
+# device's client half (tracker.uplink.mqtt_codec) and the tests' broker half (mqtt_server_codec).
 # Runs under pytest (CPython) and firmware/tests/run_mp.py (MicroPython Unix port).
 import mqtt_server_codec as s
 from mptest import raises
 from mqtt_server_codec import ServerParser, fields
 
-from tracker import mqtt_codec as c
-from tracker.mqtt_codec import MqttProtocolError, Packet, Parser
+from tracker.uplink import mqtt_codec as c
+from tracker.uplink.mqtt_codec import MqttProtocolError, Packet, Parser
 
 
 def parse_all(data, max_packet=16384, parser=Parser):

@@ -4,8 +4,8 @@ from fake_i2c import FakeI2C, FakeSht4x
 from mptest import raises, run
 
 from tracker import log
-from tracker.sensors import BUS_RECOVERY_AFTER, Battery, Sensors
-from tracker.sht4x import Sht4x
+from tracker.sensing.sensors import BUS_RECOVERY_AFTER, Battery, Sensors
+from tracker.sensing.sht4x import Sht4x
 
 log.echo = False
 

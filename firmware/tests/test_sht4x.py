@@ -1,7 +1,7 @@
 from fake_i2c import ENODEV, ETIMEDOUT, FakeI2C, FakeSht4x
 from mptest import raises, run
 
-from tracker.sht4x import CrcError, SensorBusError, Sht4x, sensirion_crc8
+from tracker.sensing.sht4x import CrcError, SensorBusError, Sht4x, sensirion_crc8
 
 
 def rig(addr=0x44, **kw):

@@ -4,8 +4,14 @@ import random
 from mptest import TempDir, raises
 
 from tracker import log
-from tracker import store_format as fmt
-from tracker.store import HEADROOM_MIN_BLOCKS, RECORD_BYTES, Store, StoreError, flash_capacity
+from tracker.store import layout as fmt
+from tracker.store.queue import (
+    HEADROOM_MIN_BLOCKS,
+    RECORD_BYTES,
+    Store,
+    StoreError,
+    flash_capacity,
+)
 
 log.echo = False
 

@@ -7,13 +7,13 @@ import gc
 from tracker import VERSION, compat, log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
 from tracker.config import Config
-from tracker.link import TcpLink
 from tracker.records import encode, make_record
-from tracker.sensors import Battery, Sensors
-from tracker.sht4x import Sht4x
-from tracker.store import Store
+from tracker.sensing.sensors import Battery, Sensors
+from tracker.sensing.sht4x import Sht4x
+from tracker.store.queue import Store
 from tracker.timing import Every, Uptime
-from tracker.uplink import OPEN_TIMEOUT_MS, Uplink
+from tracker.uplink.delivery import OPEN_TIMEOUT_MS, Uplink
+from tracker.uplink.tcp import TcpLink
 from tracker.watchdog import HEALTHY_AFTER_MS, SAFE_MODE_AFTER, Guard, Watch, supervise
 
 _TAG = "app"
@@ -171,9 +171,9 @@ def make_link(board, cfg):
     info = getattr(board, "modem_info", None)
     if not info:
         return TcpLink(board.open_stream)
-    from tracker.at import AtEngine
-    from tracker.modem_link import ModemLink
-    from tracker.modems import make_modem
+    from tracker.modem.at import AtEngine
+    from tracker.modem.families import make_modem
+    from tracker.modem.link import ModemLink
 
     at = AtEngine(board.modem_stream())
     at.start()

@@ -9,8 +9,8 @@
 # path works (session_up); "connected" flags and SEND OK prove nothing.
 from tracker import log
 from tracker.aio import sleep_ms, ticks_diff, ticks_ms
-from tracker.at import AtTimeout, ModemError
-from tracker.link import jittered
+from tracker.modem.at import AtTimeout, ModemError
+from tracker.uplink.tcp import jittered
 
 _TAG = "link"
 

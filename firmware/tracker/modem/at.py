@@ -11,9 +11,9 @@
 import gc
 
 from tracker import aio, log
-from tracker import at_lines as L
 from tracker.aio import TimeoutError, asyncio, sleep_ms, wait_for_ms
 from tracker.errors import ModemError  # defined apart so the uplink needs no AT engine
+from tracker.modem import at_lines as L
 
 _TAG = "at"
 _MAX_LINES = 64  # information lines kept per command; more are dropped and counted

@@ -1,7 +1,7 @@
 # The family-independent cellular modem driver: power (PWRKEY, power-down command, rail,
 # CFUN), init (echo, errors, SIM, identity, RAT) and reboot detection; registration, signal,
-# operator, clock, PDP and sockets come from its base modem_socket.Network. A family
-# (modem_simcom.py, modem_quectel.py) sets data and implements six PDP/socket methods.
+# operator, clock, PDP and sockets come from its base sockets.Network. A family
+# (simcom.py, quectel.py) sets data and implements six PDP/socket methods.
 # Every wait has a deadline in a `*_ms` class attribute that the constructor can override
 # (`Sim7600(at, boot_ms=2000)`). No retry loops beyond the documented boot/SIM polls: the
 # recovery ladder belongs to the supervisor (STYLE.md 7).
@@ -10,8 +10,9 @@ from tracker.aio import asyncio, sleep_ms
 from tracker.aio import ticks_add as _add
 from tracker.aio import ticks_diff as _diff
 from tracker.aio import ticks_ms as _now
-from tracker.at import AtError, AtTimeout, CmeError, ModemError  # noqa: F401 (re-exported)
-from tracker.modem_socket import (  # noqa: F401 (re-exported)
+from tracker.modem.at import AtError, AtTimeout, CmeError, ModemError  # noqa: F401 (re-exported)
+from tracker.modem.families import answer_value, cclk_to_unix, reg_stat  # noqa: F401 (re-exported)
+from tracker.modem.sockets import (  # noqa: F401 (re-exported)
     ModemSocket,
     Network,
     NotSupported,
@@ -21,7 +22,6 @@ from tracker.modem_socket import (  # noqa: F401 (re-exported)
     SocketClosed,
     SocketError,
 )
-from tracker.modems import answer_value, cclk_to_unix, reg_stat  # noqa: F401 (re-exported)
 
 _TAG = "modem"
 

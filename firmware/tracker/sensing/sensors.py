@@ -7,7 +7,7 @@
 import math
 
 from tracker import log
-from tracker.sht4x import CrcError
+from tracker.sensing.sht4x import CrcError
 
 _TAG = "sensors"
 PRECISIONS = ("high", "medium", "low")

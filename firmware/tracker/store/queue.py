@@ -5,7 +5,7 @@
 # counted and logged, never silent.
 #
 # Files under `root` (one directory per lane, see below):
-#   s%08x.log  segments of records (tracker.store_format), named by the sequence number of
+#   s%08x.log  segments of records (tracker.store.layout), named by the sequence number of
 #              their first record in hex (sorted names = sorted sequence numbers), each at
 #              most `segment_bytes` (one 4 KB littlefs block by default). Only the newest
 #              segment is ever appended to.
@@ -58,8 +58,8 @@
 import os
 
 from tracker import log
-from tracker import store_format as fmt
 from tracker.aio import ticks_diff, ticks_ms
+from tracker.store import layout as fmt
 
 _TAG = "store"
 RESERVE = 256  # sequence numbers reserved per state write

@@ -2,7 +2,7 @@
 # parsers of the 27.007 answers every family shares (registration, signal, operator, clock):
 # text in, values out, so they are tested on both interpreters without a modem. A family
 # module is imported only when asked for, so a board loads one driver.
-from tracker.at_lines import params
+from tracker.modem.at_lines import params
 
 FAMILIES = {
     "sim7600": ("simcom", "Sim7600"),
@@ -22,9 +22,9 @@ def modem_class(family):
     except KeyError:
         raise ValueError("unknown modem family %r (%s)" % (family, ", ".join(sorted(FAMILIES))))
     if mod == "simcom":
-        from tracker import modem_simcom as m
+        from tracker.modem import simcom as m
     else:
-        from tracker import modem_quectel as m
+        from tracker.modem import quectel as m
     return getattr(m, name)
 
 

@@ -6,9 +6,9 @@
 # link dies the client closes the stream, wakes every waiter with MqttLinkDead and sets
 # `dead`, so the supervisor in `cloud` decides about reconnects and backoff.
 from tracker import log
-from tracker import mqtt_codec as codec
 from tracker.aio import TimeoutError, asyncio, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
-from tracker.mqtt_codec import MqttError, MqttProtocolError  # also the client's errors
+from tracker.uplink import mqtt_codec as codec
+from tracker.uplink.mqtt_codec import MqttError, MqttProtocolError  # also the client's errors
 
 _TAG = "mqtt"
 _READ_CHUNK = 512

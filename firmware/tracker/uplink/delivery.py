@@ -5,7 +5,7 @@ import json
 from tracker import log
 from tracker.aio import asyncio, wait_for_ms
 from tracker.errors import ModemError
-from tracker.mqtt import MqttClient, MqttError
+from tracker.uplink.mqtt import MqttClient, MqttError
 
 _TAG = "uplink"
 OPEN_TIMEOUT_MS = 300000  # a modem bring-up (power on, register, PDP) may take minutes
@@ -14,7 +14,7 @@ MAX_MESSAGE_BYTES = 4096  # of records per message: the modem sends it in three 
 
 class Uplink:
     def __init__(self, link, cfg, device_id, store, status):
-        """link: tracker.link.TcpLink or tracker.modem_link.ModemLink (streams, recovery and
+        """link: tracker.uplink.tcp.TcpLink or tracker.modem.link.ModemLink (streams, recovery and
         backoff); store: tracker.store.Store of encoded records; status() -> dict."""
         self.link = link
         self._cfg = cfg

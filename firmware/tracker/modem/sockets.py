@@ -14,8 +14,14 @@ from tracker.aio import TimeoutError, asyncio, wait_for_ms
 from tracker.aio import ticks_add as _add
 from tracker.aio import ticks_diff as _diff
 from tracker.aio import ticks_ms as _now
-from tracker.at import AtError, AtTimeout, ModemError
-from tracker.modems import cclk_to_unix, operator_value, reg_stat, registration_name, signal_values
+from tracker.modem.at import AtError, AtTimeout, ModemError
+from tracker.modem.families import (
+    cclk_to_unix,
+    operator_value,
+    reg_stat,
+    registration_name,
+    signal_values,
+)
 
 _TAG = "modem"
 

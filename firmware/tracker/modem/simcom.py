@@ -6,8 +6,8 @@
 #   +CIPRXGET: 1,<l> (data waiting) -> AT+CIPRXGET=2,<l>,<max> -> +CIPRXGET: 2,<l>,<n>,<left>
 #   +IPCLOSE: <l>,<reason> (peer/network), +CIPEVENT: NETWORK CLOSED UNEXPECTEDLY (PDP gone)
 # "(check)" marks numbers to confirm on the hardware design manual of the exact SKU.
-from tracker.at_lines import params
-from tracker.modem import AtError, CmeError, Modem, PdpError, SocketError
+from tracker.modem.at_lines import params
+from tracker.modem.base import AtError, CmeError, Modem, PdpError, SocketError
 
 
 def _rx_len(line):

@@ -7,8 +7,8 @@
 #   +QIURC: "closed",<id> (peer closed: AT+QICLOSE still frees the id)
 #   +QIURC: "pdpdeact",<ctx> (the context dropped: AT+QIDEACT, then AT+QIACT again)
 # "(check)" marks numbers to confirm on the hardware design manual of the exact SKU.
-from tracker.at_lines import params
-from tracker.modem import AtError, Modem, SocketError
+from tracker.modem.at_lines import params
+from tracker.modem.base import AtError, Modem, SocketError
 
 
 def _qird_len(line):

@@ -1,0 +1,1 @@
+# The cellular modem: AT engine, per-family drivers, sockets, the recovery ladder.

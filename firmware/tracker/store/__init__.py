@@ -1,0 +1,1 @@
+# The durable record queue on flash.

@@ -1,0 +1,1 @@
+# Delivery to the cloud: MQTT over a modem socket or the board's own TCP.

@@ -7,6 +7,8 @@ import os
 import sys
 
 HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+if not HERE.startswith("/"):  # tests chdir into their own "flash" directory
+    HERE = os.getcwd() + "/" + HERE
 sys.path.insert(0, HERE)
 sys.path.insert(0, HERE + "/..")
 

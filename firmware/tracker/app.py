@@ -5,16 +5,32 @@
 import gc
 
 from tracker import VERSION, compat, log
-from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, unix_time
+from tracker.aio import (
+    TimeoutError,
+    asyncio,
+    sleep_ms,
+    ticks_diff,
+    ticks_ms,
+    unix_time,
+    wait_for_ms,
+)
 from tracker.config import Config
 from tracker.records import encode, make_record
 from tracker.sensing.sensors import Battery, Sensors
 from tracker.sensing.sht4x import Sht4x
+from tracker.settings import Settings
 from tracker.store.queue import Store
 from tracker.timing import Every, Uptime
 from tracker.uplink.delivery import OPEN_TIMEOUT_MS, Uplink
 from tracker.uplink.tcp import TcpLink
-from tracker.watchdog import HEALTHY_AFTER_MS, SAFE_MODE_AFTER, Guard, Watch, supervise
+from tracker.watchdog import (
+    CRASH_PATH,
+    HEALTHY_AFTER_MS,
+    SAFE_MODE_AFTER,
+    Guard,
+    Watch,
+    supervise,
+)
 
 _TAG = "app"
 CONFIG_PATH = "config.json"
@@ -29,12 +45,15 @@ AT_READER_STALL_MS = 10000
 
 
 class Tracker:
-    def __init__(self, board, cfg, clock=ticks_ms, guard=None):
+    def __init__(self, board, cfg, clock=ticks_ms, guard=None, config_path=CONFIG_PATH):
         self.board = board
         self._clock = clock  # ticks_ms, or a test's clock started near the wrap
         self.guard = guard or Guard(board, clock=clock)
         self.sampling = Watch()
         self.cfg = cfg
+        # The CLI's (and remote config's) way to change cfg: checked, stored, then applied.
+        self.settings = Settings(cfg, config_path, self._apply_live)
+        self._config_path = config_path
         self.reset_cause = board.reset_cause()
         self.device_id = cfg["device_id"] or "alb-" + board.unique_id()
         info = board.info
@@ -58,6 +77,11 @@ class Tracker:
         self.heap = {"used": 0, "used_max": 0, "free": 0}
         self._failed = asyncio.Event()
         self._failure = None
+        self._retimed = asyncio.Event()  # interval_s changed: the sampler starts a new beat
+        self.last_sample = None  # the last stored reading's values, and its ticks_ms()
+        self.last_sample_at = None
+        self.modem_cache = {}  # signal and operator as last read for the CLI
+        self.console = None
 
     def status(self):
         return {
@@ -86,13 +110,18 @@ class Tracker:
         r = self.guard.record
         return "%s: %s" % (r.error, r.message) if r.error else None
 
+    def _interval_ms(self):
+        return int(self.cfg["interval_s"] * 1000)
+
     async def sample_loop(self):
-        every = Every(int(self.cfg["interval_s"] * 1000), self._clock)
+        every = Every(self._interval_ms(), self._clock)
         while True:
             sample = await self.sensors.sample()
             rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample)
             self.store.append(encode(rec))
             self.sampling.beat()  # stored: progress, as the watchdog's feeder sees it
+            self.last_sample = sample
+            self.last_sample_at = self._clock()
             self.uplink.wake()
             error = sample.get("sensor_error")
             if error != self._last_error:
@@ -110,7 +139,65 @@ class Tracker:
                     " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
                 ),
             )
-            await sleep_ms(every.wait_ms())
+            self._retimed.clear()
+            try:
+                await wait_for_ms(self._retimed.wait(), every.wait_ms())
+            except TimeoutError:
+                continue
+            every = Every(self._interval_ms(), self._clock)  # the next reading one new
+            await sleep_ms(every.wait_ms())  # interval after the change
+
+    def _apply_live(self, changed):
+        """Config keys marked live (tracker/config.py), stored by self.settings: apply now."""
+        if "log_level" in changed:
+            log.set_level(changed["log_level"])
+        if "sht4x_precision" in changed or "temperature_offset_c" in changed:
+            self.sensors.configure(
+                precision=changed.get("sht4x_precision"),
+                temperature_offset_c=changed.get("temperature_offset_c"),
+            )
+        if "interval_s" in changed:
+            feeder = self.guard.feeder
+            if feeder is not None:
+                feeder.set_limit("sampling", 2 * self._interval_ms() + SAMPLE_SLACK_MS)
+            self._retimed.set()
+        # batch_size and status_interval_s are read where they are used.
+
+    async def fresh_sample(self):
+        """A reading for the technician (not stored: the sampling loop stores its own)."""
+        return await self.sensors.sample()
+
+    def modem_busy(self):
+        """Why an AT command from the CLI must wait now, or None."""
+        if self.at is None:
+            return "this board has no modem"
+        m = self.link.modem
+        if m.changing_power:
+            return "the modem is powering on or off"
+        if m.powered is False:
+            return "the modem is powered off"
+        if self.at.busy():
+            return "the modem is busy with a command (sending or reading)"
+        return None
+
+    def reboot(self):
+        self.store.close()  # the acknowledged cursor, so nothing is sent twice
+        self.board.reset()
+
+    def factory_reset(self):
+        """Erase the config (keeping a configured device id), every stored reading and the
+        crash record, then reset."""
+        keep = self.cfg["device_id"]
+        self.store.close()
+        for path in (self._config_path, self._config_path + ".tmp", CRASH_PATH):
+            _remove(path)
+        _remove_tree(STORE_ROOT)
+        if keep:
+            cfg = Config()
+            cfg.set("device_id", keep)
+            cfg.save(self._config_path)
+        log.w(_TAG, "factory reset: config, readings and crash record erased")
+        self.board.reset()
 
     async def health_loop(self):
         started = self._clock()
@@ -141,7 +228,8 @@ class Tracker:
             self._failure = err
             self._failed.set()
 
-    async def run(self):
+    async def run(self, console=False):
+        """console: also run the technician's command line on the console (tracker/cli)."""
         log.i(
             _TAG,
             "albatross %s on %s as %s, reset cause %s"
@@ -162,8 +250,28 @@ class Tracker:
         if self.at is not None:
             feeder.watch("at_reader", self.at, AT_READER_STALL_MS)
         asyncio.create_task(feeder.run(g.hung))
-        await self._failed.wait()
-        raise self._failure
+        if console:
+            from tracker.cli.console import Console
+
+            self.console = Console(self)
+            asyncio.create_task(self._console_loop())
+        try:
+            await self._failed.wait()
+            raise self._failure
+        finally:
+            log.sink = None
+
+    async def _console_loop(self):
+        """The command line must never take the tracker down: a failure in it is logged and
+        it starts again. Only a Ctrl-C (KeyboardInterrupt) leaves, and takes the app along."""
+        while True:
+            try:
+                await self.console.run()
+            except MemoryError:
+                log.w(_TAG, "console: MemoryError; console restarted")
+            except Exception as e:  # noqa: BLE001
+                log.exc("console", e)
+            await sleep_ms(1000)
 
 
 def make_link(board, cfg):
@@ -248,4 +356,35 @@ def _app(board, guard):
     cfg = Config.load(CONFIG_PATH)
     log.set_level(cfg["log_level"])
     normalise_config(cfg)
-    asyncio.run(Tracker(board, cfg, guard=guard).run())
+    try:
+        asyncio.run(Tracker(board, cfg, guard=guard).run(console=True))
+    finally:
+        log.sink = None  # a Ctrl-C can leave from any task: the REPL gets plain stdout
+
+
+def _remove(path):
+    import os
+
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _remove_tree(path):
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        p = path + "/" + name
+        try:
+            os.remove(p)
+        except OSError:
+            _remove_tree(p)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -32,9 +32,9 @@ class ConfigError(ValueError):
 
 
 def _show(value):
-    """A short repr of user input for error messages (garbage can be long)."""
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
+    """User input as error messages quote it (text in double quotes; garbage can be long)."""
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 24 else text[:20] + '..."'
 
 
 def _char_ranges(chars):
@@ -64,10 +64,11 @@ class Key:
     enum = None
     chars = None
     secret = False
+    live = False  # a change takes effect at once (else at the next reboot)
 
     def __init__(
         self, name, type, default, help, *, min=None, max=None, enum=None, chars=None,
-        secret=False,
+        secret=False, live=False,
     ):  # fmt: skip
         self.name = name
         self.type = type
@@ -83,6 +84,8 @@ class Key:
             self.chars = chars
         if secret:
             self.secret = True
+        if live:
+            self.live = True
 
     def _chars_ok(self, text):
         if self.chars is None:
@@ -159,7 +162,8 @@ class Key:
 
     def _check_range(self, v, value):
         if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-            self._fail("must be in %s" % self._range_text(), value)
+            what = "an integer" if self.type is int else "a number"
+            self._fail("must be %s in %s" % (what, self._range_text()), value)
 
     def _parse_int(self, value):
         v = self._number(value, "an integer")
@@ -215,6 +219,7 @@ class Key:
             "enum": list(self.enum) if self.enum else None,
             "chars": self.chars,
             "secret": self.secret,
+            "applies": "now" if self.live else "reboot",
             "help": self.help,
         }
 
@@ -236,15 +241,15 @@ SCHEMA = (
     Key("mqtt_keepalive_s", int, 60, "MQTT keepalive in seconds", min=10, max=3600),
     Key("interval_s", float, 60.0,
         "Seconds between measurements (fractions for bench and test runs)",
-        min=0.02, max=86400.0),
+        min=0.02, max=86400.0, live=True),
     Key("batch_size", int, 20, "Most readings per telemetry message (a backlog drains in "
-        "batches; QoS 1 and a PUBACK per message)", min=1, max=100),
+        "batches; QoS 1 and a PUBACK per message)", min=1, max=100, live=True),
     Key("store_capacity", int, 20000, "Most unsent readings kept on flash (never more than "
         "the filesystem holds: see capacity in the store status); beyond it the oldest are "
         "dropped and counted", min=100, max=200000),
     Key("status_interval_s", int, 900,
         "Seconds between retained status reports (also sent on connect and on faults)",
-        min=10, max=86400),
+        min=10, max=86400, live=True),
     Key("watchdog_s", int, 30,
         "Seconds the hardware watchdog waits for a feed before it resets the board; it is "
         "fed only while sampling, the uplink and the modem reader make progress",
@@ -254,13 +259,13 @@ SCHEMA = (
     Key("rat", str, "auto", "Radio access preference of the modem",
         enum=("auto", "lte", "ltem", "nbiot", "gsm")),
     Key("log_level", str, "info", "Lowest log level kept",
-        enum=("debug", "info", "warning", "error")),
+        enum=("debug", "info", "warning", "error"), live=True),
     Key("sht4x_precision", str, "high",
         "SHT4x repeatability: high is least noisy, low uses least energy",
-        enum=("high", "medium", "low")),
+        enum=("high", "medium", "low"), live=True),
     Key("temperature_offset_c", float, 0.0,
         "Added to measured temperature (e.g. enclosure self-heating); "
-        "humidity is corrected to match", min=-10.0, max=10.0),
+        "humidity is corrected to match", min=-10.0, max=10.0, live=True),
 )  # fmt: skip
 
 _BY_NAME = {}

@@ -13,6 +13,7 @@ _LETTER = {DEBUG: "D", INFO: "I", WARNING: "W", ERROR: "E"}
 
 level = INFO
 echo = True  # print each entry on the console as well
+sink = None  # sink(line): where echoed lines go instead of stdout (the console's CLI)
 _RING_SIZE = 32
 _ring = [None] * _RING_SIZE
 _next = 0
@@ -34,7 +35,11 @@ def _log(lvl, tag, msg):
     _ring[_next % _RING_SIZE] = entry
     _next += 1
     if echo:
-        sys.stdout.write("%s %s: %s\n" % (_LETTER[lvl], tag, msg))
+        line = "%s %s: %s\n" % (_LETTER[lvl], tag, msg)
+        if sink is not None:
+            sink(line)
+        else:
+            sys.stdout.write(line)
 
 
 def d(tag, msg):

@@ -153,6 +153,10 @@ class Feeder:
         self._seen.append(obj.progress)
         self._at.append(self._clock())
 
+    def set_limit(self, name, limit_ms):
+        """A watched task's new allowance (its period changed, e.g. interval_s)."""
+        self._limits[self._names.index(name)] = limit_ms
+
     def check(self, now):
         """Feed the WDT if every watch progressed (or is idle) within its limit."""
         if self.hung is not None:

@@ -174,6 +174,10 @@ class AtEngine:
 
     # ---- URCs --------------------------------------------------------------------------
 
+    def busy(self):
+        """Whether a command is in progress (a send, a read, a query): another would wait."""
+        return self._lock.locked()
+
     def on_urc(self, prefix, handler):
         """handler(line) for every unsolicited line starting with prefix. Handlers run in
         the reader task: they may set events or flags, never block."""

@@ -99,6 +99,7 @@ class Modem(Network):
         if pwrkey is not None:
             pwrkey.value(1 - pwrkey_active)  # released: a floating key could press itself
         self.info = {}
+        self.powered = None  # True after power_on(), False after power_off(); None: unknown
         self.registration = "unknown"
         self.pdp_active = False
         self.counters = {
@@ -197,17 +198,24 @@ class Modem(Network):
                 await sleep_ms(min(rest, max(0, _diff(deadline, _now()))))
         await sleep_ms(self.sync_settle_ms)
 
+    @property
+    def changing_power(self):
+        """Powering on, off or cycling: AT answers mean little until it is done."""
+        return self._booting
+
     async def power_on(self):
         """Press PWRKEY unless the modem answers AT; wait until AT answers. True when a
         pulse was needed. A modem whose STATUS is up may still be booting: it gets boot_ms to
         answer before the press (ModemNotResponding when it stays deaf after it)."""
         if await self._probe(self.probe_ms):
             self._check_pin(True)
+            self.powered = True
             return False
         said_on = self._is_on_pin()
         if said_on:
             try:
                 await self._wait_ready(self.boot_ms)
+                self.powered = True
                 return False
             except ModemNotResponding:
                 log.w(_TAG, "STATUS up but AT silent for %d ms: pressing PWRKEY" % self.boot_ms)
@@ -226,6 +234,7 @@ class Modem(Network):
         else:
             self._check_pin(True)
         self.counters["power_ons"] += 1
+        self.powered = True
         self._lose_all("power on")
         return True
 
@@ -288,6 +297,7 @@ class Modem(Network):
         finally:
             self._booting = False
         self.counters["power_offs"] += 1
+        self.powered = False
         self._lose_all("power off")
 
     async def power_cycle(self):

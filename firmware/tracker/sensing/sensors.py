@@ -7,6 +7,7 @@
 import math
 
 from tracker import log
+from tracker.aio import asyncio
 from tracker.sensing.sht4x import CrcError
 
 _TAG = "sensors"
@@ -67,6 +68,9 @@ class Sensors:
         self._battery_errors = 0
         self._bus_recoveries = 0
         self._bus_streak = 0  # consecutive samples that ended in a bus error
+        # One measurement at a time: a second command to the sensor restarts the first
+        # (the CLI's `sensor` and `selftest` sample beside the sampling loop).
+        self._lock = asyncio.Lock()
 
     def configure(self, *, precision=None, temperature_offset_c=None):
         """Apply new settings (e.g. after a config change); None leaves one as it is."""
@@ -134,7 +138,11 @@ class Sensors:
         self._samples += 1
         t = rh = err = None
         if self.sht is not None:
-            t, rh, err = await self._measure()
+            await self._lock.acquire()
+            try:
+                t, rh, err = await self._measure()
+            finally:
+                self._lock.release()
             if err is not None:
                 self._failed += 1
         volts = None

@@ -3,7 +3,7 @@
 import json
 
 from tracker import log
-from tracker.aio import asyncio, wait_for_ms
+from tracker.aio import asyncio, ticks_ms, wait_for_ms
 from tracker.errors import ModemError
 from tracker.uplink.mqtt import MqttClient, MqttError
 
@@ -33,6 +33,7 @@ class Uplink:
             "messages": 0,
         }
         self.last_error = None
+        self.last_publish = None  # ticks_ms() of the last PUBACK for telemetry
         self.connected = False
         self._status_dirty = False
         # Liveness for the watchdog's feeder: progress changes with every turn of the loops;
@@ -117,6 +118,7 @@ class Uplink:
                 await client.publish(self.topic_telemetry, self._message(batch), qos=1)
                 # Only a PUBACK releases records (SEND OK or a written socket proves nothing).
                 self._store.ack(batch[-1][0])
+                self.last_publish = ticks_ms()
                 self.counters["sent"] += len(batch)
                 self.counters["messages"] += 1
         finally:

@@ -9,11 +9,13 @@ import _vblockdev
 import _vctl
 import _vhost  # noqa: F401 - stays in sys.modules for boards/unix_sim
 import _vmachine
+import _vmicropython
 import _vrepl
 import _vtime
 import vfs
 
 sys.modules["machine"] = _vmachine
+sys.modules["micropython"] = _vmicropython  # kbd_intr() as the ESP32's UART has it
 sys.modules["time"] = _vtime  # its wall clock is the one machine.RTC sets
 
 VERSION = "%d.%d.%d" % sys.implementation.version[:3]

@@ -1,0 +1,1 @@
+# The technician's command line on the console (docs/console.md).

@@ -1,0 +1,210 @@
+# The command line on the console, as a task beside the app (docs/console.md).
+#
+# Dormant until a key arrives: the log scrolls as before. Then it shows `albatross> `,
+# echoes and edits the line, and keeps it intact under log lines (cleared, the log line
+# printed, the prompt and the line drawn again); while a command runs, log lines wait and
+# follow its output. The commands themselves (tracker/cli/commands.py) are imported at the
+# first Enter, so a tracker nobody talks to spends no RAM on them.
+#
+# Ctrl-C: MicroPython would raise KeyboardInterrupt the moment it arrives, even inside line
+# noise; here the interrupt character is switched off (micropython.kbd_intr(-1), which the
+# REPL switches on again) and this reads it as a byte: Ctrl-C leaves the app unless line
+# noise came within the last 2 s. mpremote's "\r\x03" then "\r\x01" therefore still reaches
+# the REPL: nothing after the Ctrl-C is read here.
+import sys
+
+from tracker import log
+from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms
+from tracker.cli.lineedit import COMPLETE, INTERRUPT, LineEditor, Rejected
+from tracker.config import SCHEMA
+
+PROMPT = "albatross> "
+IDLE_MS = 300000  # without a key for this long, an empty prompt goes dormant again
+MAX_DEFERRED = 12  # log lines kept back while a command runs; the rest: see `log`
+
+try:
+    from micropython import kbd_intr
+except ImportError:  # CPython
+
+    def kbd_intr(_char):
+        pass
+
+
+def secret_mask(text):
+    """Where the echo of `text` turns to "*": after a secret key's name in `config set`."""
+    if not text.startswith("config set "):
+        return None
+    for k in SCHEMA:
+        if k.secret:
+            i = text.find(" %s " % k.name, 10)
+            if i >= 0:
+                return i + len(k.name) + 2
+    return None
+
+
+class Ask:
+    """A command's question: the next line is its answer (`then(answer, out)`)."""
+
+    def __init__(self, prompt, then, hidden=False):
+        self.prompt = prompt
+        self.then = then
+        self.hidden = hidden
+
+
+class Console:
+    def __init__(self, device, reader=None, write=None, clock=ticks_ms):
+        self.device = device  # the app (tracker.app.Tracker): what commands act on
+        self._reader = reader
+        self._out = write or sys.stdout.write
+        self._clock = clock
+        self.editor = LineEditor(self._out, PROMPT, clock)
+        self.editor.masker = secret_mask
+        self.shell = None
+        self.active = False
+        self.busy = False
+        self._ask = None
+        self._deferred = []
+        self._dropped = 0
+        self._last_key = clock()
+        self.counters = {"commands": 0, "errors": 0, "rejected_lines": 0}
+
+    # ---- the task --------------------------------------------------------------------
+
+    async def run(self):
+        reader = self._reader
+        if reader is None:
+            reader = asyncio.StreamReader(sys.stdin.buffer)
+        kbd_intr(-1)
+        log.sink = self.log_line
+        try:
+            while True:
+                data = await reader.read(1)
+                if not data:  # nobody at the other end (a closed pipe): look again later
+                    await sleep_ms(500)
+                    continue
+                await self.feed(data[0])
+        finally:
+            log.sink = None
+            kbd_intr(3)
+
+    async def feed(self, b):
+        """One byte from the console."""
+        self._last_key = self._clock()
+        ed = self.editor
+        if not self.active:
+            self.active = True
+            self._out(ed.prompt)
+            if b == 13 or b == 10:
+                return  # the Enter that woke the command line
+        r = ed.feed(b)
+        if r is None:
+            return
+        if r is INTERRUPT:
+            self._out("^C\n")
+            raise KeyboardInterrupt
+        if r is COMPLETE:
+            self._complete()
+            return
+        if isinstance(r, Rejected):
+            self.counters["rejected_lines"] += 1
+            self._end(["error: %s" % r])
+            return
+        await self._line(r)
+
+    # ---- running lines ---------------------------------------------------------------
+
+    async def _line(self, text):
+        ask = self._ask
+        self._ask = None
+        ed = self.editor
+        ed.prompt = PROMPT
+        ed.hidden = False
+        if ask is None:
+            if not text.strip():
+                self._end([])
+                return
+            mask = secret_mask(text)
+            if mask is None or mask >= len(text):
+                ed.remember(text)
+        lines = []
+        self.busy = True
+        try:
+            shell = self._shell(lines)
+            if shell is not None:
+                if ask is not None:
+                    result = await shell.answer(ask, text, lines.append)
+                else:
+                    self.counters["commands"] += 1
+                    result = await shell.run(text, lines.append)
+                if isinstance(result, Ask):
+                    self._ask = result
+                    ed.prompt = result.prompt
+                    ed.hidden = result.hidden
+        except MemoryError:
+            lines.append("error: out of memory running that command; the app goes on")
+        finally:
+            self.busy = False
+        for line in lines:
+            if line.startswith("error:"):
+                self.counters["errors"] += 1
+        self._end(lines)
+
+    def _shell(self, lines):
+        if self.shell is None:
+            try:
+                from tracker.cli.commands import Shell
+
+                self.shell = Shell(self.device)
+            except MemoryError:
+                lines.append("error: out of memory for the command line; try again later")
+        return self.shell
+
+    def _end(self, lines):
+        """Print a command's output, the log lines it held back, and the prompt."""
+        out = self._out
+        for line in lines:
+            out(line + "\n")
+        deferred, self._deferred = self._deferred, []
+        for line in deferred:
+            out(line)
+        if self._dropped:
+            out("(%d more log lines: see `log`)\n" % self._dropped)
+            self._dropped = 0
+        out(self.editor.prompt)
+
+    def _complete(self):
+        shell = self._shell([])
+        if shell is None:
+            return
+        ed = self.editor
+        text = ed.line()
+        done, choices = shell.complete(text)
+        if done != text:
+            ed.replace(done)
+        elif len(choices) > 1:
+            self._out("\n" + "  ".join(choices) + "\n")
+            ed.redraw()
+
+    # ---- log lines (log.sink) --------------------------------------------------------
+
+    def log_line(self, text):
+        """A log line (ending in "\\n") while the console is ours."""
+        if self.busy:
+            if len(self._deferred) < MAX_DEFERRED:
+                self._deferred.append(text)
+            else:
+                self._dropped += 1
+            return
+        ed = self.editor
+        if not self.active:
+            self._out(text)
+            return
+        idle = ticks_diff(self._clock(), self._last_key) >= IDLE_MS
+        if idle and not ed.line() and self._ask is None:
+            self.active = False  # nobody typed for a while: let the log scroll freely
+            ed.erase()
+            self._out(text)
+            return
+        ed.erase()
+        self._out(text)
+        ed.redraw()

@@ -4,6 +4,7 @@ expected failures print one line on stderr and exit non-zero (2), tracebacks are
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import signal
 import sys
@@ -46,6 +47,16 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
     p.add_argument("--workdir", type=Path, help="where logs and sockets go")
+
+
+def _port_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port",
+        required=True,
+        help="the tracker's serial console: /dev/ttyUSB0, a vboard's pty, socket://HOST:PORT, "
+        "rfc2217://HOST:PORT",
+    )
+    p.add_argument("--baud", type=int, default=115200, help="default: %(default)s")
 
 
 def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None):
@@ -198,6 +209,41 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from host_tools.console.terminal import run_console
+
+    try:
+        return run_console(args.port, baud=args.baud, log_path=args.log)
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from host_tools.console import device_config
+    from host_tools.console.session import open_session
+
+    words = list(args.words)
+    secret = device_config.secret_without_value(args.op, words)
+    if secret:  # typed here, unseen, rather than left in the shell's history
+        words.append(getpass.getpass(f"{secret} (not shown): "))
+    device_config.check_request(args.op, words)  # a bad value fails before the port
+    with open_session(args.port, baud=args.baud) as cli:
+        print(device_config.config_command(cli, args.op, words, as_json=args.json))
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from host_tools.console import values
+    from host_tools.console.provision import provision
+    from host_tools.console.session import open_session
+
+    wanted = values.load_file(args.file)
+    with open_session(args.port, baud=args.baud) as cli:
+        report = provision(cli, wanted)
+    print(json.dumps(report.to_json(), sort_keys=True) if args.json else report.format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -276,6 +322,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --check: devices start at seq N, so a missing head is a gap",
     )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "console",
+        help="a terminal on a tracker's technician command line (Ctrl-] exits)",
+        description="Relay the keyboard to the device and its console to the screen; "
+        "Ctrl-] exits. The device echoes and edits the line: Backspace, Ctrl-U, Ctrl-W, "
+        "Tab completion and the history (Up/Down, the last 8 commands) are the device's "
+        "own. Ctrl-C reaches the device too (it leaves the app for the MicroPython REPL).",
+    )
+    _port_args(p)
+    p.add_argument(
+        "--log", type=Path, metavar="FILE", help="also append everything the device sends"
+    )
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser(
+        "config",
+        help="show, get or set a tracker's config over its command line",
+        description="Values are checked against the firmware's schema before the port is "
+        "opened. `set` stores all pairs or none, as the device does.",
+    )
+    p.add_argument("op", choices=("show", "get", "set"))
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="KEY [VALUE ...]",
+        help="get: KEY; set: KEY VALUE ... (a secret key last without a value: asked for)",
+    )
+    _port_args(p)
+    p.add_argument("--json", action="store_true", help="one-line JSON output")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "provision",
+        help="make a tracker's config match a .toml or .json file, and verify it",
+        description="Read a flat key = value table, check it against the firmware's "
+        "schema, send only the keys that differ, read the config back and check every key "
+        "(a secret only for being set or empty: the device shows it as ***).",
+        epilog="exit status: 0 when the device holds the file's values; 2 when a value is "
+        "refused (the key is named) or the device cannot be reached.",
+    )
+    p.add_argument("--file", type=Path, required=True, help="device.toml or device.json")
+    _port_args(p)
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.set_defaults(func=cmd_provision)
     return parser
 
 

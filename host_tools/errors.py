@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def _collect() -> tuple[type[BaseException], ...]:
     from host_tools.broker import BrokerError
+    from host_tools.console.protocol import CliError
     from host_tools.image import ImageError
     from host_tools.vboard.bench import BenchError
     from host_tools.vboard.runtime import RuntimeUnavailable
@@ -13,6 +14,7 @@ def _collect() -> tuple[type[BaseException], ...]:
 
     return (
         BrokerError,
+        CliError,
         ImageError,
         BenchError,
         VboardError,

@@ -4,7 +4,9 @@ run (these machines are shared and noisy, so ratios travel better than seconds).
 Figures: vboard start to first telemetry PUBACK'd at the broker (baseline: start to a bare
 REPL), the firmware's steady-state live heap high-water mark (baseline: an idle REPL), and the
 RAM of the standard scenario on each runtime (benchmark_ram.py: smallest heap, live heap, bytes
-and collections per reading, app size on flash).
+and collections per reading, app size on flash), the modem path and the store
+(benchmark_modem.py, benchmark_store.py), and the console (benchmark_console.py: keystroke and
+command latency while reporting, RAM the command line adds).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import benchmark_modem, benchmark_ram, benchmark_store
+from host_tools import benchmark_console, benchmark_modem, benchmark_ram, benchmark_store
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
@@ -112,6 +114,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         ram = benchmark_ram.run(broker, work, quick=quick)
         modem = benchmark_modem.run(broker, work, quick=quick)
         store = benchmark_store.run(broker, work, quick=quick)
+        console = benchmark_console.run(broker, work, quick=quick)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "broker": broker.kind,
@@ -127,12 +130,14 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "soak_s": soak_s,
         "modem": modem,
         "store": store,
+        "console": console,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     print(benchmark_ram.summary(ram))
     print(benchmark_modem.summary(modem))
     print(benchmark_store.summary(store))
+    print(benchmark_console.summary(console))
     print(f"bench: written to {out}")
     return results
 

@@ -35,9 +35,9 @@ async def _probe():
         await asyncio.sleep(10)
         print("VSTATS %d %d %d" % _vstats.gc_stats())
 _run = app.Tracker.run
-async def _with_probe(self):
+async def _with_probe(self, *args, **kw):
     asyncio.create_task(_probe())
-    await _run(self)
+    await _run(self, *args, **kw)
 app.Tracker.run = _with_probe
 app.run()
 """

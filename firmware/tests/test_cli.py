@@ -5,6 +5,7 @@ from cli_kit import Rig
 from mptest import raises, run
 
 from tracker import log
+from tracker.aio import sleep_ms, ticks_add
 
 
 def test_enter_wakes_the_prompt_and_help_lists_every_command():
@@ -153,6 +154,24 @@ def test_a_log_line_redraws_the_prompt_and_the_partial_line():
     run(go())
 
 
+def test_an_idle_command_line_goes_quiet_and_gives_its_ram_back():
+    async def go():
+        import sys
+
+        with Rig() as r:
+            await r.command("help")
+            assert "tracker.cli.commands" in sys.modules
+            r.console._last_key = ticks_add(r.console._last_key, -300001)  # 5 min without a key
+            log.i("test", "later")
+            assert r.take() == "\r\x1b[KI test: later\n"  # the prompt is gone
+            log.i("test", "and later")
+            assert r.take() == "I test: and later\n"  # plain log lines, as before any key
+            assert "tracker.cli.commands" not in sys.modules
+            assert await r.command("config get batch_size") == ["batch_size = 20"]
+
+    run(go())
+
+
 def test_log_lines_wait_while_a_command_runs():
     async def go():
         with Rig() as r:
@@ -262,6 +281,8 @@ def test_factory_reset_keeps_only_the_device_id():
             assert q == [] and r.board.resets == 0  # asked, nothing done yet
             out = await r.type("yes\r")
             assert "erasing config, 1 unsent readings" in out
+            assert r.board.resets == 0  # not before the answer is out
+            await sleep_ms(400)
             assert r.board.resets == 1
             assert json.loads(r.stored())["device_id"] == "cold-7"
             assert json.loads(r.stored())["batch_size"] == 20  # the default again

@@ -4,6 +4,7 @@
 import json
 
 from tracker import config, log
+from tracker.aio import asyncio, sleep_ms
 from tracker.cli import words
 from tracker.cli.console import Ask
 from tracker.cli.status import modem_facts, status_data, status_lines
@@ -34,6 +35,7 @@ MODEM_FIELDS = (
     " pdp_active powered"
 ).split()
 AT_TIMEOUT_MS = 5000
+RESET_DELAY_MS = 200  # the answer reaches the terminal (the UART's TX buffer) before a reset
 AT_TIMEOUT_MAX_MS = 180000
 LOG_DEFAULT = 20
 
@@ -212,7 +214,10 @@ class Shell:
                 raise Usage("config set %s needs a value (config help %s)" % (k.name, k.name))
 
             async def then(answer, out2):
-                self._print_changes(self.device.settings.change({k.name: answer}), out2)
+                if not answer:  # an Enter by mistake must not wipe the secret
+                    out2("cancelled: nothing changed (config unset %s clears it)" % k.name)
+                    return
+                self._print_changes(self._change({k.name: answer}), out2)
 
             return Ask("%s (not shown): " % k.name, then, hidden=True)
         if not args or len(args) % 2:
@@ -375,7 +380,7 @@ class Shell:
     async def reboot(self, args, out):
         _no_more(args, "reboot")
         out("rebooting")
-        self.device.reboot()
+        _after_output(self.device.reboot)
 
     async def factory_reset(self, args, out):
         yes = _flag(args, "--yes")
@@ -387,7 +392,7 @@ class Shell:
                 out2("cancelled: nothing changed")
                 return
             out2("erasing config, %d unsent readings and the crash record; rebooting" % pending)
-            self.device.factory_reset()
+            _after_output(self.device.factory_reset)
 
         if yes:
             return await then("yes", out)
@@ -396,6 +401,16 @@ class Shell:
             "[y/N] " % pending,
             then,
         )
+
+
+def _after_output(action):
+    """Run action (a reset) once the console has printed the command's answer."""
+
+    async def later():
+        await sleep_ms(RESET_DELAY_MS)
+        action()
+
+    asyncio.create_task(later())
 
 
 def _config_error(e):

@@ -20,6 +20,7 @@ from tracker.config import SCHEMA
 
 PROMPT = "albatross> "
 IDLE_MS = 300000  # without a key for this long, an empty prompt goes dormant again
+COMMAND_MODULES = ("commands", "status", "selftest", "words")  # what unload() drops
 MAX_DEFERRED = 12  # log lines kept back while a command runs; the rest: see `log`
 
 try:
@@ -172,6 +173,18 @@ class Console:
             self._dropped = 0
         out(self.editor.prompt)
 
+    def unload(self):
+        """Give the commands' RAM back to the app (the next Enter imports them again)."""
+        if self.shell is None:
+            return
+        self.shell = None
+        import tracker.cli as pkg
+
+        for name in COMMAND_MODULES:
+            sys.modules.pop("tracker.cli." + name, None)
+            if hasattr(pkg, name):
+                delattr(pkg, name)
+
     def _complete(self):
         shell = self._shell([])
         if shell is None:
@@ -202,6 +215,7 @@ class Console:
         idle = ticks_diff(self._clock(), self._last_key) >= IDLE_MS
         if idle and not ed.line() and self._ask is None:
             self.active = False  # nobody typed for a while: let the log scroll freely
+            self.unload()
             ed.erase()
             self._out(text)
             return

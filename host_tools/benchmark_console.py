@@ -211,7 +211,8 @@ def summary(r: dict) -> str:
         f"console ({lat['runtime']}, tracker reporting every 1 s):",
         f"  keystroke -> echo:        {lat['keystroke_to_echo']['median_ms']:6.1f} ms median, "
         f"{lat['keystroke_to_echo']['p95_ms']:6.1f} p95  "
-        f"({lat['echo_over_repl']:.1f}x the REPL's {lat['repl_keystroke_to_echo']['median_ms']:.1f})",
+        f"({lat['echo_over_repl']:.1f}x the REPL's "
+        f"{lat['repl_keystroke_to_echo']['median_ms']:.1f})",
         f"  config get -> answer:     {lat['config_get_answer']['median_ms']:6.1f} ms median "
         f"({lat['config_get_over_repl_print']:.1f}x a REPL print: "
         f"{lat['repl_print_answer']['median_ms']:.1f})",

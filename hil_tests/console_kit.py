@@ -1,0 +1,221 @@
+"""A person at a serial terminal on a board's technician console (docs/console.md).
+
+`Console` holds the console pty open and records everything the board prints from then on
+(a reader thread, so nothing is lost while a test waits on MQTT). It types as a person does,
+one key at a time, and reads command answers the way a terminal shows them: log lines that
+scrolled by and the redraws of the typed line are rendered away, so `command()` returns only
+what the command printed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import serial
+
+from hil_tests.conftest import logs_of
+from host_tools.vboard.runner import VirtualBoard
+
+PROMPT = "albatross> "
+REPL_PROMPT = ">>> "
+UP = "\x1b[A"
+BACKSPACE = "\x7f"  # what a terminal sends for the Backspace key
+ERASE_LINE = b"\r\x1b[K"  # how the console clears the line before a log line
+# A log line (docs/console.md "For scripts"), and the note about held-back ones.
+LOG_LINE = re.compile(r"^[DIWE] [^ :]+: ")
+MORE_LOGS = re.compile(r"^\(\d+ more log lines: see `log`\)$")
+
+
+def render(segment: bytes) -> str:
+    """What one screen line shows after these bytes: a terminal's CR, erase-to-end (ESC [ K),
+    backspace and overwrite, nothing more. Blanks after the cursor are not shown."""
+    cells: list[str] = []
+    col = 0
+    i = 0
+    text = segment.decode("latin-1")
+    while i < len(text):
+        ch = text[i]
+        if text.startswith("\x1b[K", i):
+            del cells[col:]
+            i += 3
+            continue
+        if ch == "\r":
+            col = 0
+        elif ch == "\b":
+            col = max(0, col - 1)
+        elif ch >= " ":
+            if col < len(cells):
+                cells[col] = ch
+            else:
+                cells.append(ch)
+            col += 1
+        i += 1
+    # Blanks after the cursor (Backspace writes "\b \b") show nothing: not part of the line.
+    return "".join(cells[:col]) + "".join(cells[col:]).rstrip(" ")
+
+
+def is_log_line(line: str) -> bool:
+    return bool(LOG_LINE.match(line) or MORE_LOGS.match(line))
+
+
+class Console:
+    def __init__(self, vb: VirtualBoard) -> None:
+        self.vb = vb
+        self.port = serial.serial_for_url(vb.console_path, baudrate=115200, timeout=0.05)
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="console-kit", daemon=True)
+        self._thread.start()
+        self.last_echo = ""  # the typed line as the last command() saw it shown
+        self.last_raw = b""  # the bytes of the last command(), from its line to its prompt
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            try:
+                data = self.port.read(4096)
+            except (serial.SerialException, OSError):
+                return
+            if data:
+                with self._cond:
+                    self._buf += data
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Let go of the pty (mpremote cannot share it: both would read the board's bytes)."""
+        self._closing.set()
+        self._thread.join(timeout=2)
+        self.port.close()
+
+    def __enter__(self) -> Console:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- what the board printed ------------------------------------------------------
+
+    def mark(self) -> int:
+        """A position in what the board printed since the console was opened."""
+        with self._cond:
+            return len(self._buf)
+
+    def raw(self, start: int = 0, end: int | None = None) -> bytes:
+        with self._cond:
+            return bytes(self._buf[start:end])
+
+    def text(self, start: int = 0) -> str:
+        return self.raw(start).decode(errors="replace")
+
+    def screen_line(self) -> str:
+        """What the terminal's last (unfinished) line shows now."""
+        data = self.raw()
+        return render(data[data.rfind(b"\n") + 1 :])
+
+    def failure(self, what: str, start: int = 0) -> AssertionError:
+        tail = self.raw(start)[-1500:]
+        return AssertionError(
+            f"{what}; the console showed (last 1500 bytes):\n{tail!r}\nlogs: {logs_of(self.vb)}"
+        )
+
+    def wait_for(self, text: str, timeout: float = 10.0, *, after: int = 0, count: int = 1) -> int:
+        """Wait until `text` has been printed `count` times after position `after`; the
+        position just past the last of them."""
+        pos = self._await(text, timeout, after, count)
+        if pos is None:
+            raise self.failure(f"{text!r} x{count} not printed within {timeout} s", after)
+        return pos
+
+    def _await(self, text: str, timeout: float, after: int, count: int = 1) -> int | None:
+        needle = text.encode()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found, pos = 0, after
+                while found < count:
+                    i = self._buf.find(needle, pos)
+                    if i < 0:
+                        break
+                    found, pos = found + 1, i + len(needle)
+                if found >= count:
+                    return pos
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.2))
+
+    def wait_screen(self, shown: str, timeout: float = 5.0) -> None:
+        """Wait until the terminal's current line shows exactly `shown`."""
+        deadline = time.monotonic() + timeout
+        while self.screen_line() != shown:
+            if time.monotonic() > deadline:
+                raise self.failure(f"the line shows {self.screen_line()!r}, not {shown!r}")
+            time.sleep(0.02)
+
+    # ---- typing ----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    def type(self, text: str, delay: float = 0.05) -> None:
+        """Key by key, `delay` seconds apart, as a person types (escape sequences such as
+        UP go as one key)."""
+        keys = re.findall(r"\x1b\[[A-D]|.", text, re.S)
+        for key in keys:
+            self.write(key.encode("latin-1"))
+            time.sleep(delay)
+
+    def wake(self, timeout: float = 15.0) -> None:
+        """Enter until the prompt answers (a board still booting reads nothing yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            start = self.mark()
+            self.write(b"\r")
+            if self._await(PROMPT, 1.0, start) is not None:
+                return
+            if time.monotonic() > deadline:
+                raise self.failure(f"no {PROMPT!r} within {timeout} s of pressing Enter")
+
+    def command(
+        self,
+        line: str,
+        timeout: float = 15.0,
+        *,
+        prompt: str = PROMPT,
+        until: str = PROMPT,
+        delay: float = 0.01,
+    ) -> list[str]:
+        """Type `line` and Enter at `prompt`; the lines the command printed, up to the next
+        `until` (the prompt, or a question), without the echo and without log lines."""
+        data = self.raw()
+        start = data.rfind(b"\n") + 1  # the screen line the typing starts on
+        self.type(line + "\r", delay)
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._reply(start, prompt, until)
+            if reply is not None:
+                return reply
+            if time.monotonic() > deadline:
+                raise self.failure(f"no answer to {line!r} ending in {until!r}", start)
+            with self._cond:
+                self._cond.wait(0.1)
+
+    def _reply(self, start: int, prompt: str, until: str) -> list[str] | None:
+        data = self.raw(start)
+        segments = data.split(b"\r\n")
+        shown = [render(s) for s in segments[:-1]]
+        echo = next((i for i, s in enumerate(shown) if s.startswith(prompt)), None)
+        if echo is None:
+            return None
+        mark = until.encode()
+        end = next(
+            (k for k in range(echo + 1, len(segments)) if segments[k].startswith(mark)), None
+        )
+        if end is None:
+            return None
+        self.last_echo = shown[echo][len(prompt) :]
+        self.last_raw = b"\r\n".join(segments[: end + 1])
+        return [s for s in shown[echo + 1 : end] if not is_log_line(s)]

@@ -174,7 +174,7 @@ class Tracker:
         m = self.link.modem
         if m.changing_power:
             return "the modem is powering on or off"
-        if m.powered is False:
+        if m.off():
             return "the modem is powered off"
         if self.at.busy():
             return "the modem is busy with a command (sending or reading)"

@@ -198,6 +198,11 @@ class Modem(Network):
                 await sleep_ms(min(rest, max(0, _diff(deadline, _now()))))
         await sleep_ms(self.sync_settle_ms)
 
+    def off(self):
+        """Whether the modem is known to be off: powered off by this driver, or its STATUS
+        pin (when the board has a trusted one) low."""
+        return self.powered is False or self._is_on_pin() is False
+
     @property
     def changing_power(self):
         """Powering on, off or cycling: AT answers mean little until it is done."""

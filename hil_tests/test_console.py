@@ -225,17 +225,21 @@ def test_a_password_set_on_the_console_is_never_shown_logged_or_published(
     with _up(vb, mqtt) as con:
         # A user name too: MQTT sends no password without one (MQTT 3.1.1 3.1.2.9).
         assert con.command("config set mqtt_user field-tech") == [
-            'ok: mqtt_user = "field-tech" (takes effect at the next reboot)'
+            'ok: mqtt_user = "field-tech" (takes effect at the next connection to the broker)'
         ]
         # Slowly, so log lines draw the line again in the middle of the secret.
         lines = con.command(f"config set mqtt_password {TYPED_SECRET}", delay=0.2)
-        assert lines == ['ok: mqtt_password = "***" (takes effect at the next reboot)']
+        assert lines == [
+            'ok: mqtt_password = "***" (takes effect at the next connection to the broker)'
+        ]
         assert con.last_echo == "config set mqtt_password " + "*" * len(TYPED_SECRET)
         redrawn = PROMPT.encode() + b"config set mqtt_password *"
         assert b"\r\x1b[K" + redrawn in con.last_raw, con.last_raw  # masked when redrawn
         assert con.command("config set mqtt_password", until=ASKED) == []
         lines = con.command(ASKED_SECRET, prompt=ASKED, delay=0.2)
-        assert lines == ['ok: mqtt_password = "***" (takes effect at the next reboot)']
+        assert lines == [
+            'ok: mqtt_password = "***" (takes effect at the next connection to the broker)'
+        ]
         assert con.last_echo == "*" * len(ASKED_SECRET)
         assert b"\r\x1b[K" + ASKED.encode() + b"*" in con.last_raw, con.last_raw
         # An Enter by mistake at the question keeps the secret as it is.

@@ -7,15 +7,16 @@ config is the firmware's own Config, so values are checked as on the device."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 from host_tools.console.protocol import PROMPT
 from host_tools.fwconfig import firmware_config
 
 firmware_config()  # puts firmware/ on sys.path: the device's own word splitting
 from tracker.cli import words  # noqa: E402
-
-_EFFECT = {True: "applied now", False: "takes effect at the next reboot"}
+from tracker.settings import Settings  # noqa: E402
 
 
 class FakeConsole:
@@ -23,6 +24,9 @@ class FakeConsole:
         self.port = "fake"
         self.timeout = 0.05
         self.config = firmware_config().Config()
+        # The device's own change logic (checks, all or nothing, atomic save, effects).
+        self._flash = tempfile.TemporaryDirectory(prefix="fake-console-")
+        self.settings = Settings(self.config, str(Path(self._flash.name) / "config.json"))
         self.log_every = log_every  # a log line after every N typed characters (0: none)
         self.repl = repl
         self.commands: list[str] = []  # every line run, as typed
@@ -140,15 +144,9 @@ class FakeConsole:
     def _set(self, pairs: list[str]) -> list[str]:
         config = firmware_config()
         changes = dict(zip(pairs[::2], pairs[1::2], strict=False))
-        before = self.config.to_dict(secrets=True)
         try:
-            self.config.update(changes)
+            done = self.settings.change(changes)
         except config.ConfigError as e:
             return [f"error: {e.key} {e.reason}"]
-        out = []
-        for name in changes:
-            value = self.config.to_dict()[name]
-            same = before[name] == self.config[name]
-            effect = "unchanged" if same else _EFFECT[getattr(config.key(name), "live", False)]
-            out.append(f"ok: {name} = {json.dumps(value)} ({effect})")
-        return out
+        shown = self.config.to_dict()
+        return [f"ok: {name} = {json.dumps(shown[name])} ({how})" for name, _, how in done]

@@ -182,7 +182,7 @@ def test_config_set_prints_the_ok_lines_and_a_bad_value_never_reaches_the_device
     cli = CliSession(fake)
     out = config_command(cli, "set", ["interval_s", "30", "mqtt_user", "field team"])
     assert out == 'ok: interval_s = 30.0 (applied now)\nok: mqtt_user = "field team" ' + (
-        "(takes effect at the next reboot)"
+        "(takes effect at the next connection to the broker)"
     )
     assert fake.commands == ['config set interval_s 30 mqtt_user "field team"']
     with pytest.raises(CliError, match="batch_size must be an integer in 1..100"):
@@ -231,14 +231,15 @@ def test_provision_sends_only_what_differs_and_verifies_it() -> None:
     fake = FakeConsole()
     cli = CliSession(fake)
     wanted = {"interval_s": 60, "apn": "iot.example", "mqtt_password": "pw", "rat": "lte"}
+    fake.config.set("mqtt_user", "ops")  # MQTT sends no password without a user
     report = provision(cli, wanted)
     sets = [c for c in fake.commands if c.startswith("config set")]
     assert sets == ["config set apn iot.example mqtt_password pw rat lte"]
     assert report.changed == ["apn", "mqtt_password", "rat"]
-    assert report.at_reboot == ["apn", "mqtt_password", "rat"]
+    assert report.at_reboot == ["apn", "rat"]
     rows = {r.key: (r.before, r.after) for r in report.rows}
     assert rows["mqtt_password"] == ("", "***") and rows["interval_s"] == (60.0, 60.0)
-    assert report.summary().startswith("provisioned fake: 3 changed (3 at the next reboot), 1 ")
+    assert report.summary().startswith("provisioned fake: 3 changed (2 at the next reboot), 1 ")
     table = [line.split() for line in report.format().splitlines()]
     assert table[0] == ["key", "before", "after", "changed"]
     assert table[1] == ["interval_s", "60.0", "60.0", "-"]
@@ -414,7 +415,7 @@ def test_config_set_asks_for_a_secret_given_without_its_value(
         assert main(["config", "set", "mqtt_user", "ops", "mqtt_password", "--port", port]) == 0
     assert fake.config["mqtt_password"] == "s3 cret"
     assert capsys.readouterr().out.splitlines()[-1] == (
-        'ok: mqtt_password = "***" (takes effect at the next reboot)'
+        'ok: mqtt_password = "***" (takes effect at the next connection to the broker)'
     )
 
 
@@ -464,7 +465,7 @@ def test_config_set_by_the_host_tool_survives_a_reboot(
     )
     assert capsys.readouterr().out.splitlines() == [
         "ok: interval_s = 2.5 (applied now)",
-        'ok: mqtt_user = "field team" (takes effect at the next reboot)',
+        'ok: mqtt_user = "field team" (takes effect at the next connection to the broker)',
     ], _logs(board)
     with open_session(port) as cli:
         cli.reboot()
@@ -497,7 +498,7 @@ def test_provision_applies_a_toml_file_and_reports_what_changed(
     assert main(["provision", "--file", str(device), "--port", port, "--json"]) == 0
     report = _json_out(capsys)
     assert report["changed"] == ["interval_s", "apn", "mqtt_user", "mqtt_password", "rat"]
-    assert report["at_reboot"] == ["apn", "mqtt_user", "mqtt_password", "rat"]
+    assert report["at_reboot"] == ["apn", "rat"]
     assert report["unchanged"] == ["batch_size"]
     assert report["keys"]["mqtt_password"] == {"before": "", "after": "***", "changed": True}
     assert report["keys"]["interval_s"] == {"before": 0.5, "after": 2.0, "changed": True}
@@ -626,6 +627,8 @@ def test_a_question_left_open_on_the_device_is_never_answered_by_the_host(
     console = board.console_text()
     assert "cancelled: nothing changed" in console and console.count("reset cause") == 1
     with serial.serial_for_url(port, timeout=5) as tty_port:
+        tty_port.write(b"config set mqtt_user ops\r")  # no MQTT password without a user
+        assert b"ok: mqtt_user" in tty_port.read_until(b"albatross> "), _logs(board)
         tty_port.write(b"config set mqtt_password\r")
         assert tty_port.read_until(b"(not shown): ").endswith(b": "), _logs(board)
         assert main(["config", "show", "--port", port]) == 2

@@ -85,7 +85,12 @@ def test_live_keys_reach_the_running_app():
 def test_secrets_never_reach_the_console():
     async def go():
         with Rig() as r:
-            await r.type("\r")
+            out = await r.command("config set mqtt_password hunter2")
+            assert out == [  # refused before anything is stored, and without the value
+                "error: mqtt_password needs mqtt_user too (MQTT 3.1.1 sends no password "
+                "without a user)"
+            ]
+            await r.command("config set mqtt_user field")
             echo = await r.type("config set mqtt_password hunter2\r")
             assert "hunter2" not in echo and "*******" in echo
             assert 'ok: mqtt_password = "***"' in echo

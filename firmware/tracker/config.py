@@ -64,11 +64,13 @@ class Key:
     enum = None
     chars = None
     secret = False
-    live = False  # a change takes effect at once (else at the next reboot)
+    # When a change takes effect: "now", "connect" (the next connection to the broker; the
+    # uplink reads these keys for every session) or "reboot".
+    applies = "reboot"
 
     def __init__(
         self, name, type, default, help, *, min=None, max=None, enum=None, chars=None,
-        secret=False, live=False,
+        secret=False, applies=None,
     ):  # fmt: skip
         self.name = name
         self.type = type
@@ -84,8 +86,8 @@ class Key:
             self.chars = chars
         if secret:
             self.secret = True
-        if live:
-            self.live = True
+        if applies is not None:
+            self.applies = applies
 
     def _chars_ok(self, text):
         if self.chars is None:
@@ -219,7 +221,7 @@ class Key:
             "enum": list(self.enum) if self.enum else None,
             "chars": self.chars,
             "secret": self.secret,
-            "applies": "now" if self.live else "reboot",
+            "applies": self.applies,
             "help": self.help,
         }
 
@@ -232,24 +234,25 @@ SCHEMA = (
         "Device name in MQTT topics; empty means derived from the board's unique id",
         min=0, max=32, chars="A-Za-z0-9_-"),
     Key("broker_host", str, "127.0.0.1", "MQTT broker host name or IP address",
-        min=1, max=253, chars="A-Za-z0-9.:-"),
-    Key("broker_port", int, 1883, "MQTT broker TCP port", min=1, max=65535),
+        min=1, max=253, chars="A-Za-z0-9.:-", applies="connect"),
+    Key("broker_port", int, 1883, "MQTT broker TCP port", min=1, max=65535, applies="connect"),
     Key("mqtt_user", str, "", "MQTT user name (empty: connect without one)",
-        min=0, max=128, chars=_PRINTABLE),
+        min=0, max=128, chars=_PRINTABLE, applies="connect"),
     Key("mqtt_password", str, "", "MQTT password", min=0, max=128, chars=_PRINTABLE,
-        secret=True),
-    Key("mqtt_keepalive_s", int, 60, "MQTT keepalive in seconds", min=10, max=3600),
+        secret=True, applies="connect"),
+    Key("mqtt_keepalive_s", int, 60, "MQTT keepalive in seconds", min=10, max=3600,
+        applies="connect"),
     Key("interval_s", float, 60.0,
         "Seconds between measurements (fractions for bench and test runs)",
-        min=0.02, max=86400.0, live=True),
+        min=0.02, max=86400.0, applies="now"),
     Key("batch_size", int, 20, "Most readings per telemetry message (a backlog drains in "
-        "batches; QoS 1 and a PUBACK per message)", min=1, max=100, live=True),
+        "batches; QoS 1 and a PUBACK per message)", min=1, max=100, applies="now"),
     Key("store_capacity", int, 20000, "Most unsent readings kept on flash (never more than "
         "the filesystem holds: see capacity in the store status); beyond it the oldest are "
         "dropped and counted", min=100, max=200000),
     Key("status_interval_s", int, 900,
         "Seconds between retained status reports (also sent on connect and on faults)",
-        min=10, max=86400, live=True),
+        min=10, max=86400, applies="now"),
     Key("watchdog_s", int, 30,
         "Seconds the hardware watchdog waits for a feed before it resets the board; it is "
         "fed only while sampling, the uplink and the modem reader make progress",
@@ -259,13 +262,13 @@ SCHEMA = (
     Key("rat", str, "auto", "Radio access preference of the modem",
         enum=("auto", "lte", "ltem", "nbiot", "gsm")),
     Key("log_level", str, "info", "Lowest log level kept",
-        enum=("debug", "info", "warning", "error"), live=True),
+        enum=("debug", "info", "warning", "error"), applies="now"),
     Key("sht4x_precision", str, "high",
         "SHT4x repeatability: high is least noisy, low uses least energy",
-        enum=("high", "medium", "low"), live=True),
+        enum=("high", "medium", "low"), applies="now"),
     Key("temperature_offset_c", float, 0.0,
         "Added to measured temperature (e.g. enclosure self-heating); "
-        "humidity is corrected to match", min=-10.0, max=10.0, live=True),
+        "humidity is corrected to match", min=-10.0, max=10.0, applies="now"),
 )  # fmt: skip
 
 _BY_NAME = {}
@@ -279,6 +282,19 @@ def key(name):
     if k is None:
         raise ConfigError(name, "unknown key")
     return k
+
+
+def check_together(values, changing):
+    """ConfigError for a combination of values the tracker cannot work with (each value
+    being valid on its own) that a change of the keys in `changing` would make: the
+    settings refuse it before anything is stored. (A stored config that already has one
+    still loads, and changes to other keys go through.)"""
+    if ("mqtt_password" in changing or "mqtt_user" in changing) and (
+        values["mqtt_password"] and not values["mqtt_user"]
+    ):
+        raise ConfigError(
+            "mqtt_password", "needs mqtt_user too (MQTT 3.1.1 sends no password without a user)"
+        )
 
 
 def schema_doc():

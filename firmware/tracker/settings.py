@@ -1,13 +1,16 @@
 # Changing the config while the tracker runs, as the technician CLI (and remote config)
 # does: every value checked against the schema first, all or nothing, stored atomically on
-# flash, and only then applied: at once for keys marked live, at the next reboot for the
-# rest. A refused change leaves the config, the file and the running app as they were.
+# flash, and only then applied: at once, at the next connection to the broker or at the
+# next reboot, as each key's `applies` says. A refused change leaves the config, the file
+# and the running app as they were.
 from tracker import log
-from tracker.config import SCHEMA, ConfigError, key
+from tracker.config import SCHEMA, ConfigError, check_together, key
 
 _TAG = "config"
 NOW = "applied now"
+CONNECT = "takes effect at the next connection to the broker"
 REBOOT = "takes effect at the next reboot"
+_HOW = {"now": NOW, "connect": CONNECT, "reboot": REBOOT}
 UNCHANGED = "unchanged"
 
 
@@ -47,6 +50,12 @@ class Settings:
             if cfg[name] != value and name not in old:
                 old[name] = cfg[name]
         if old:
+            after = {}
+            for k in SCHEMA:
+                after[k.name] = cfg[k.name]
+            for name, value in parsed:
+                after[name] = value
+            check_together(after, old)  # before anything changes
             for name, value in parsed:
                 cfg.set(name, value)
             try:
@@ -58,14 +67,14 @@ class Settings:
         out = []
         live = {}
         for name, value in parsed:
+            applies = key(name).applies
             if name not in old:
                 how = UNCHANGED
-            elif key(name).live:
-                how = NOW
-                live[name] = value
             else:
-                how = REBOOT
-                if name not in self.pending_reboot:
+                how = _HOW[applies]
+                if applies == "now":
+                    live[name] = value
+                elif applies == "reboot" and name not in self.pending_reboot:
                     self.pending_reboot.append(name)
             out.append((name, value, how))
         if old:

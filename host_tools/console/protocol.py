@@ -21,7 +21,8 @@ LOG_LINE = re.compile(r"^[DIWE] [\w.-]+: ")
 LOG_DROPPED = re.compile(r"^\(\d+ more log lines: see `log`\)$")
 OK_LINE = re.compile(
     r"^ok: (?P<key>\S+) = (?P<value>.*) \((?P<effect>applied now|"
-    r"takes effect at the next reboot|unchanged)\)$"
+    r"takes effect at the next connection to the broker|takes effect at the next reboot|"
+    r"unchanged)\)$"
 )
 _CSI = re.compile(r"\x1b\[([0-9;?]*)([@-~])")
 _SPECIAL = " \t\"'\\"  # what makes a value need quotes on the device's command line

@@ -22,6 +22,8 @@ from host_tools.console.session import CliSession
 
 _MASK = "***"
 _REBOOT = "takes effect at the next reboot"
+_CONNECT = "takes effect at the next connection to the broker"
+_LATER = {_REBOOT: "yes (next reboot)", _CONNECT: "yes (next connection)"}
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Report:
     def format(self) -> str:
         table = [("key", "before", "after", "changed")]
         for r in self.rows:
-            mark = ("yes (next reboot)" if r.effect == _REBOOT else "yes") if r.changed else "-"
+            mark = _LATER.get(r.effect, "yes") if r.changed else "-"
             table.append((r.key, json.dumps(r.before), json.dumps(r.after), mark))
         widths = [max(len(row[i]) for row in table) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]

@@ -66,6 +66,7 @@ def _no_more(args, usage):
 class Shell:
     def __init__(self, device):
         self.device = device
+        self._names = tuple(h[0] for h in HELP)  # in order: MicroPython dicts keep none
         self._table = {
             "help": self.help,
             "status": self.status,
@@ -90,7 +91,7 @@ class Shell:
         name = args.pop(0)
         fn = self._table.get(name)
         if fn is None:
-            near = words.closest(name, list(self._table))
+            near = words.closest(name, self._names)
             out("error: unknown command %s (try: %s)" % (json.dumps(name), near or "help"))
             return None
         return await self._guard(name, fn(args, out), out)
@@ -117,9 +118,9 @@ class Shell:
         """(completed text, choices) for Tab."""
         parts = text.split(" ")
         if len(parts) == 1:
-            pool = list(self._table)
+            pool = self._names
         elif len(parts) == 2 and parts[0] == "help":
-            pool = list(self._table)
+            pool = self._names
         elif len(parts) == 2 and parts[0] == "config":
             pool = list(CONFIG_SUBS)
         elif len(parts) >= 3 and parts[0] == "config" and parts[1] in ("get", "unset", "help"):
@@ -275,13 +276,16 @@ class Shell:
         if d["enum"]:
             out("  one of: " + ", ".join(d["enum"]))
         elif d["type"] == "str":
-            out("  %s..%s characters%s" % (d["min_len"], d["max_len"],
-                                           " of " + d["chars"] if d["chars"] else ""))  # fmt: skip
+            chars = d["chars"]
+            what = "" if not chars else (
+                " of printable ASCII" if chars == " -~" else " of " + chars)  # fmt: skip
+            out("  %s..%s characters%s" % (d["min_len"], d["max_len"], what))
         elif d["type"] != "bool":
             out("  %s..%s" % (d["min"], d["max"]))
         shown = '"***"' if d["secret"] and d["default"] else json.dumps(d["default"])
-        out("  default %s; a change %s" % (shown, "applies at once" if d["applies"] == "now"
-                                           else "takes effect at the next reboot"))  # fmt: skip
+        when = {"now": "applies at once", "connect": "takes effect at the next connection to "
+                "the broker"}.get(d["applies"], "takes effect at the next reboot")  # fmt: skip
+        out("  default %s; a change %s" % (shown, when))
         if d["secret"]:
             out("  secret: never shown; `config set %s` alone asks for it" % d["key"])
 

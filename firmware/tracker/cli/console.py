@@ -32,14 +32,21 @@ except ImportError:  # CPython
 
 
 def secret_mask(text):
-    """Where the echo of `text` turns to "*": after a secret key's name in `config set`."""
-    if not text.startswith("config set "):
+    """Where the echo of `text` turns to "*": after a secret key's name, as a word of its
+    own (quoted or not), anywhere in a `config set` line, however it is spaced. Masking too
+    much costs a technician nothing; too little shows a password on the screen."""
+    w = text.split()
+    if len(w) < 2 or w[0].strip("\"'") != "config" or w[1].strip("\"'") != "set":
         return None
     for k in SCHEMA:
-        if k.secret:
-            i = text.find(" %s " % k.name, 10)
-            if i >= 0:
-                return i + len(k.name) + 2
+        if not k.secret:
+            continue
+        i = text.find(k.name)
+        while i >= 0:
+            end = i + len(k.name)
+            if (i == 0 or text[i - 1] in " \t\"'") and (end == len(text) or text[end] in " \t\"'"):
+                return end + 1  # the separator after the name still shows
+            i = text.find(k.name, end)
     return None
 
 
@@ -96,7 +103,8 @@ class Console:
             self.active = True
             self._out(ed.prompt)
             if b == 13 or b == 10:
-                return  # the Enter that woke the command line
+                ed.woken_by(b)  # the Enter that woke the command line (a CRLF's LF too)
+                return
         r = ed.feed(b)
         if r is None:
             return
@@ -186,6 +194,8 @@ class Console:
                 delattr(pkg, name)
 
     def _complete(self):
+        if self._ask is not None:
+            return  # an answer (a secret, perhaps) is not completed, nor shown
         shell = self._shell([])
         if shell is None:
             return

@@ -84,6 +84,10 @@ class LineEditor:
             if len(self._history) > HISTORY:
                 self._history.pop(0)
 
+    def woken_by(self, b):
+        """`b` (an Enter) woke the console and was not fed: a CRLF's LF follows it."""
+        self._cr = b == CR
+
     def noisy(self):
         """Whether noise came within NOISE_HOLD_MS."""
         if self._noise_at is None:
@@ -111,6 +115,7 @@ class LineEditor:
         elif b == CTRL_U:
             self._buf = bytearray()
             self._too_long = False
+            self._noise = 0  # gone with the line (the time of it still counts for Ctrl-C)
             self.redraw()
         elif b == CTRL_W:
             self._delete_word()
@@ -176,8 +181,9 @@ class LineEditor:
         seq = self._esc
         seq.append(b)
         if len(seq) == 1:
-            if b != 91 and b != 79:  # "[" or "O": anything else ends a bare ESC
+            if b != 91 and b != 79:  # not "[" or "O": a bare ESC, and `b` is a key of its own
                 self._esc = None
+                return self.feed(b)
             return None
         if 64 <= b <= 126:  # the final byte of a CSI/SS3 sequence
             self._esc = None

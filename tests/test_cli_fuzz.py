@@ -35,8 +35,7 @@ sys.path[:0] = [str(FIRMWARE), str(FIRMWARE / "tests")]
 
 from cli_kit import Rig  # noqa: E402
 
-from tracker import log  # noqa: E402
-from tracker.cli.console import Console  # noqa: E402
+from tracker.cli.port import ConsolePort  # noqa: E402
 from tracker.config import SCHEMA  # noqa: E402
 
 SECRET = "Kn0wn-pa55word-Q7"
@@ -153,7 +152,7 @@ class Typist:
         self.escape |= b == 0x1B
         self.typed.append(b)
         try:
-            await r.console.feed(b)
+            await r.port.feed(b)
         except KeyboardInterrupt:
             assert b == CTRL_C and not noise_before, f"left the app on {bytes(self.typed)!r}"
             self.running = False
@@ -182,8 +181,7 @@ def check_session(data: bytes) -> None:
     async def go() -> None:
         with Rig(config_text=json.dumps({"mqtt_password": SECRET})) as r:
             # A frozen clock: "a Ctrl-C within 2 s of noise" does not depend on the machine.
-            r.console = Console(r.tracker, write=r.out.append, clock=lambda: 0)
-            log.sink = r.console.log_line
+            r.port = ConsolePort(r.tracker, write=r.out.append, clock=lambda: 0)
             t = Typist(r)
             await t.type(data)
             # What a person does next: clear the line, Enter (twice: the first may run a

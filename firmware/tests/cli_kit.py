@@ -7,7 +7,7 @@ from mptest import TempDir
 
 from tracker import log
 from tracker.app import Tracker
-from tracker.cli.console import Console
+from tracker.cli.port import ConsolePort
 from tracker.config import Config
 
 
@@ -78,11 +78,15 @@ class Rig:
         self.board = Board()
         self.cfg = Config.load("config.json")
         self.tracker = Tracker(self.board, self.cfg)
-        self.console = Console(self.tracker, write=self.out.append)
+        self.port = ConsolePort(self.tracker, write=self.out.append)
         self._log = (log.echo, log.level)
         log.echo, log.level = True, log.INFO  # as on a device (other tests may change them)
-        log.sink = self.console.log_line
         return self
+
+    @property
+    def console(self):
+        """The Console the port built at the first key (None before, and once quiet)."""
+        return self.port.console
 
     def __exit__(self, *exc):
         log.sink = None
@@ -105,7 +109,7 @@ class Rig:
         """Type `text` (str or bytes) byte by byte, as a person or a script does."""
         data = text.encode() if isinstance(text, str) else text
         for b in data:
-            await self.console.feed(b)
+            await self.port.feed(b)
         return self.take()
 
     async def command(self, line):
@@ -114,8 +118,9 @@ class Rig:
         self.take()
         raw = await self.type(line + "\r")
         body = raw.split("\n", 1)[1] if "\n" in raw else ""
-        if body.endswith(self.console.editor.prompt):
-            body = body[: -len(self.console.editor.prompt)]
+        prompt = self.console.editor.prompt
+        if body.endswith(prompt):
+            body = body[: -len(prompt)]
         return [ln for ln in body.split("\n") if ln and not _is_log(ln)]
 
     def stored(self):

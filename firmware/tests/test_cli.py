@@ -169,9 +169,9 @@ def test_an_idle_command_line_goes_quiet_and_gives_its_ram_back():
             r.console._last_key = ticks_add(r.console._last_key, -300001)  # 5 min without a key
             log.i("test", "later")
             assert r.take() == "\r\x1b[KI test: later\n"  # the prompt is gone
-            log.i("test", "and later")
-            assert r.take() == "I test: and later\n"  # plain log lines, as before any key
+            assert log.sink is None  # log lines go to the console plainly, as before any key
             assert "tracker.cli.commands" not in sys.modules
+            assert "tracker.cli.console" not in sys.modules and r.console is None
             assert await r.command("config get batch_size") == ["batch_size = 20"]
 
     run(go())

@@ -6,13 +6,12 @@ import gc
 
 from tracker import VERSION, compat, log
 from tracker.aio import (
-    TimeoutError,
     asyncio,
     sleep_ms,
+    ticks_add,
     ticks_diff,
     ticks_ms,
     unix_time,
-    wait_for_ms,
 )
 from tracker.config import Config
 from tracker.records import encode, make_record
@@ -40,6 +39,7 @@ HEAP_CHECK_MS = 5000
 # twice its interval plus the sensors' slowest retries; the uplink its longest bounded wait
 # (a modem bring-up) plus the longest backoff; the AT reader only between two reads.
 SAMPLE_SLACK_MS = 10000
+RETIME_CHECK_MS = 1000  # how soon a sleeping sampler sees a new interval_s
 UPLINK_STALL_MS = OPEN_TIMEOUT_MS + 120000
 AT_READER_STALL_MS = 10000
 
@@ -77,7 +77,7 @@ class Tracker:
         self.heap = {"used": 0, "used_max": 0, "free": 0}
         self._failed = asyncio.Event()
         self._failure = None
-        self._retimed = asyncio.Event()  # interval_s changed: the sampler starts a new beat
+        self._retimed = False  # interval_s changed: the sampler starts a new beat
         self.last_sample = None  # the last stored reading's values, and its ticks_ms()
         self.last_sample_at = None
         self.modem_cache = {}  # signal and operator as last read for the CLI
@@ -139,13 +139,23 @@ class Tracker:
                     " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
                 ),
             )
-            self._retimed.clear()
-            try:
-                await wait_for_ms(self._retimed.wait(), every.wait_ms())
-            except TimeoutError:
-                continue
-            every = Every(self._interval_ms(), self._clock)  # the next reading one new
-            await sleep_ms(every.wait_ms())  # interval after the change
+            if await self._nap(every.wait_ms()):
+                every = Every(self._interval_ms(), self._clock)  # the next reading one new
+                await self._nap(every.wait_ms())  # interval after the change
+
+    async def _nap(self, ms):
+        """Sleep `ms`, or until interval_s changes (True then). Slices of RETIME_CHECK_MS
+        rather than wait_for() on an event: that allocates a task and two exceptions per
+        reading, and the churn fragments a PSRAM-less heap (hil_tests/test_fit.py)."""
+        end = ticks_add(self._clock(), ms)
+        while True:
+            if self._retimed:
+                self._retimed = False
+                return True
+            left = ticks_diff(end, self._clock())
+            if left <= 0:
+                return False
+            await sleep_ms(left if left < RETIME_CHECK_MS else RETIME_CHECK_MS)
 
     def _apply_live(self, changed):
         """Config keys marked live (tracker/config.py), stored by self.settings: apply now."""
@@ -160,7 +170,7 @@ class Tracker:
             feeder = self.guard.feeder
             if feeder is not None:
                 feeder.set_limit("sampling", 2 * self._interval_ms() + SAMPLE_SLACK_MS)
-            self._retimed.set()
+            self._retimed = True
         # batch_size and status_interval_s are read where they are used.
 
     async def fresh_sample(self):
@@ -251,27 +261,15 @@ class Tracker:
             feeder.watch("at_reader", self.at, AT_READER_STALL_MS)
         asyncio.create_task(feeder.run(g.hung))
         if console:
-            from tracker.cli.console import Console
+            from tracker.cli.port import ConsolePort
 
-            self.console = Console(self)
-            asyncio.create_task(self._console_loop())
+            self.console = ConsolePort(self)
+            asyncio.create_task(self.console.run())
         try:
             await self._failed.wait()
             raise self._failure
         finally:
             log.sink = None
-
-    async def _console_loop(self):
-        """The command line must never take the tracker down: a failure in it is logged and
-        it starts again. Only a Ctrl-C (KeyboardInterrupt) leaves, and takes the app along."""
-        while True:
-            try:
-                await self.console.run()
-            except MemoryError:
-                log.w(_TAG, "console: MemoryError; console restarted")
-            except Exception as e:  # noqa: BLE001
-                log.exc("console", e)
-            await sleep_ms(1000)
 
 
 def make_link(board, cfg):

@@ -1,34 +1,18 @@
-# The command line on the console, as a task beside the app (docs/console.md).
-#
-# Dormant until a key arrives: the log scrolls as before. Then it shows `albatross> `,
-# echoes and edits the line, and keeps it intact under log lines (cleared, the log line
-# printed, the prompt and the line drawn again); while a command runs, log lines wait and
-# follow its output. The commands themselves (tracker/cli/commands.py) are imported at the
-# first Enter, so a tracker nobody talks to spends no RAM on them.
-#
-# Ctrl-C: MicroPython would raise KeyboardInterrupt the moment it arrives, even inside line
-# noise; here the interrupt character is switched off (micropython.kbd_intr(-1), which the
-# REPL switches on again) and this reads it as a byte: Ctrl-C leaves the app unless line
-# noise came within the last 2 s. mpremote's "\r\x03" then "\r\x01" therefore still reaches
-# the REPL: nothing after the Ctrl-C is read here.
+# The command line on the console (docs/console.md), built by tracker/cli/port.py at the
+# first key. It shows `albatross> `, echoes and edits the line, and keeps it intact under
+# log lines (cleared, the log line printed, the prompt and the line drawn again); while a
+# command runs, log lines wait and follow its output. The commands themselves
+# (tracker/cli/commands.py) are imported at the first Enter. After IDLE_MS without a key it
+# goes quiet and the port drops it.
 import sys
 
-from tracker import log
-from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms
+from tracker.aio import ticks_diff, ticks_ms
 from tracker.cli.lineedit import COMPLETE, INTERRUPT, LineEditor, Rejected
 from tracker.config import SCHEMA
 
 PROMPT = "albatross> "
 IDLE_MS = 300000  # without a key for this long, an empty prompt goes dormant again
-COMMAND_MODULES = ("commands", "status", "selftest", "words")  # what unload() drops
 MAX_DEFERRED = 12  # log lines kept back while a command runs; the rest: see `log`
-
-try:
-    from micropython import kbd_intr
-except ImportError:  # CPython
-
-    def kbd_intr(_char):
-        pass
 
 
 def secret_mask(text):
@@ -60,10 +44,10 @@ class Ask:
 
 
 class Console:
-    def __init__(self, device, reader=None, write=None, clock=ticks_ms):
+    def __init__(self, device, write=None, clock=ticks_ms, on_idle=None):
         self.device = device  # the app (tracker.app.Tracker): what commands act on
-        self._reader = reader
         self._out = write or sys.stdout.write
+        self._on_idle = on_idle  # called when it goes quiet (the port drops it)
         self._clock = clock
         self.editor = LineEditor(self._out, PROMPT, clock)
         self.editor.masker = secret_mask
@@ -76,24 +60,7 @@ class Console:
         self._last_key = clock()
         self.counters = {"commands": 0, "errors": 0, "rejected_lines": 0}
 
-    # ---- the task --------------------------------------------------------------------
-
-    async def run(self):
-        reader = self._reader
-        if reader is None:
-            reader = asyncio.StreamReader(sys.stdin.buffer)
-        kbd_intr(-1)
-        log.sink = self.log_line
-        try:
-            while True:
-                data = await reader.read(1)
-                if not data:  # nobody at the other end (a closed pipe): look again later
-                    await sleep_ms(500)
-                    continue
-                await self.feed(data[0])
-        finally:
-            log.sink = None
-            kbd_intr(3)
+    # ---- input ----------------------------------------------------------------------
 
     async def feed(self, b):
         """One byte from the console."""
@@ -181,18 +148,6 @@ class Console:
             self._dropped = 0
         out(self.editor.prompt)
 
-    def unload(self):
-        """Give the commands' RAM back to the app (the next Enter imports them again)."""
-        if self.shell is None:
-            return
-        self.shell = None
-        import tracker.cli as pkg
-
-        for name in COMMAND_MODULES:
-            sys.modules.pop("tracker.cli." + name, None)
-            if hasattr(pkg, name):
-                delattr(pkg, name)
-
     def _complete(self):
         if self._ask is not None:
             return  # an answer (a secret, perhaps) is not completed, nor shown
@@ -225,9 +180,10 @@ class Console:
         idle = ticks_diff(self._clock(), self._last_key) >= IDLE_MS
         if idle and not ed.line() and self._ask is None:
             self.active = False  # nobody typed for a while: let the log scroll freely
-            self.unload()
             ed.erase()
             self._out(text)
+            if self._on_idle is not None:
+                self._on_idle()
             return
         ed.erase()
         self._out(text)

@@ -343,3 +343,24 @@ def test_reconnect_after_link_death():
         await client.disconnect()
 
     run(main())
+
+
+def test_a_payload_in_parts_goes_out_as_one_message():
+    async def main():
+        client, broker = await connected()
+        parts = [b'{"device_id": "d", "records": [', b'{"seq": 1}', b",", b'{"seq": 2}', b"]}"]
+        await client.publish("t/parts", parts, qos=1)
+        (p,) = [p for p in broker.sent(c.PUBLISH) if p.topic == "t/parts"]
+        assert p.payload == b"".join(parts)
+        await client.disconnect()
+
+    run(main())
+
+
+def test_the_status_in_parts_is_the_json_of_the_whole():
+    import json
+
+    from tracker.uplink.delivery import json_parts
+
+    for obj in ({}, {"a": 1}, {"state": "online", "store": {"pending": 3}, "x": [1, None, "é"]}):
+        assert json.loads(b"".join(json_parts(obj))) == obj

@@ -182,18 +182,21 @@ class MqttClient:
 
         MqttTimeout means no PUBACK in time: the message may or may not have arrived, and
         retrying is the caller's decision (with dedupe downstream that is always safe).
+        `payload` may be a list of bytes, sent one after the other: a large message then
+        never needs one contiguous block of heap, which a fragmented ESP32 heap may not have.
         """
         if isinstance(payload, str):
             payload = payload.encode()
         if self._dead is not None:
             raise MqttLinkDead(self._dead)
+        size = _size(payload)
         if not qos:
-            await self._send(codec.publish_header(topic, len(payload), 0, retain), payload)
+            await self._send(codec.publish_header(topic, size, 0, retain), payload)
             self.counters["published"] += 1
             return None
         pid = self._ids.allocate()
         try:
-            header = codec.publish_header(topic, len(payload), qos, retain, False, pid)
+            header = codec.publish_header(topic, size, qos, retain, False, pid)
             try:
                 await self._request(
                     pid, codec.PUBACK, "PUBACK for packet id %d" % pid, header, payload
@@ -264,7 +267,10 @@ class MqttClient:
             stream = self._stream
             try:
                 stream.write(data)
-                if payload:
+                if isinstance(payload, list):
+                    for part in payload:
+                        stream.write(part)
+                elif payload:
                     stream.write(payload)
                 await wait_for_ms(stream.drain(), self.timeout_ms)
             except TimeoutError:
@@ -394,3 +400,12 @@ class MqttClient:
                 except asyncio.CancelledError:  # the tasks end in nothing else: they catch all
                     pass
         self._reader = self._pinger = None
+
+
+def _size(payload):
+    if isinstance(payload, list):
+        n = 0
+        for part in payload:
+            n += len(part)
+        return n
+    return len(payload)

@@ -244,6 +244,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_image(args: argparse.Namespace) -> int:
+    from host_tools.build_image import build, summary
+    from host_tools.console import values
+
+    config = values.load_file(args.config) if args.config else None
+    manifest = build(args.board, args.out, config=config, firmware=args.firmware)
+    if args.json:
+        print(json.dumps(manifest, sort_keys=True))
+    else:
+        print("\n".join(summary(manifest, args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,6 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     _port_args(p)
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser(
+        "build-image",
+        help="build a board's filesystem image, manifest and (with --firmware) full flash",
+        description="The app compiled with mpy-cross for the board's MicroPython, in a "
+        "littlefs2 image the size of the board's vfs partition (MicroPython v1.28's ESP32 "
+        "layout), and manifest.json (files with SHA-256, versions, offsets). With --firmware, "
+        "also flash.bin: bootloader, partition table and app of that build with the "
+        "filesystem, one image of the whole flash to write at 0x0.",
+    )
+    p.add_argument("--board", required=True, help="board folder under boards/")
+    p.add_argument("--config", type=Path, help="device settings, .toml or .json (config.json)")
+    p.add_argument(
+        "--firmware",
+        type=Path,
+        help="the board's stock MicroPython build, the combined .bin written at 0x1000",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_build_image)
     return parser
 
 

@@ -160,14 +160,35 @@ def board_info(board: str) -> dict:
     raise ImageError(f"board {board!r} has no board.json")
 
 
+def fs_region(data: bytes) -> tuple[int, int]:
+    """(offset, length) of the filesystem in an image file: the whole of a bare littlefs
+    image, or MicroPython's vfs partition of a full flash image (one with a valid partition
+    table at 0x8000, see host_tools/flash_layout.py)."""
+    from host_tools import flash_layout as fl
+
+    at = fl.PARTITION_TABLE_OFFSET
+    if len(data) > at + fl.PARTITION_TABLE_SECTOR and data[at : at + 2] == fl.PARTITION_MAGIC:
+        try:
+            table = fl.table_from_binary(data[at : at + fl.MAX_PARTITION_LENGTH])
+        except fl.LayoutError:
+            table = []
+        vfs = fl.vfs_partition(table, len(data)) if table else None
+        if vfs is not None:
+            return vfs.offset, vfs.size
+    return 0, len(data)
+
+
 def _open(path: Path) -> LittleFS:
-    data = Path(path).read_bytes()
+    whole = Path(path).read_bytes()
+    offset, length = fs_region(whole)
+    data = whole[offset : offset + length]
     if not data or len(data) % BLOCK_SIZE:
         raise ImageError(f"{path}: not a littlefs image ({len(data)} bytes)")
     fs = LittleFS(
         block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False, **_LFS_OPTS
     )
     fs.context.buffer = bytearray(data)
+    fs.context.albatross_region = (offset, whole if offset else None)
     try:
         fs.mount()
     except LittleFSError as e:
@@ -177,7 +198,13 @@ def _open(path: Path) -> LittleFS:
 
 def _save(fs: LittleFS, path: Path) -> None:
     tmp = Path(str(path) + ".tmp")
-    tmp.write_bytes(fs.context.buffer)
+    offset, whole = getattr(fs.context, "albatross_region", (0, None))
+    if whole is None:
+        tmp.write_bytes(fs.context.buffer)
+    else:  # a full flash image: only its vfs partition changes
+        data = bytearray(whole)
+        data[offset : offset + len(fs.context.buffer)] = fs.context.buffer
+        tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -275,6 +302,27 @@ def list_files(path: Path) -> list[str]:
         for name in files:
             out.append((root.rstrip("/") + "/" + name).lstrip("/"))
     return sorted(out)
+
+
+def file_digests(path: Path) -> list[dict]:
+    """Every file on the image's filesystem: {"path", "size", "sha256"}, sorted by path."""
+    import hashlib
+
+    fs = _open(path)
+    out = []
+    for root, _dirs, files in fs.walk("/"):
+        for name in files:
+            device_path = (root.rstrip("/") + "/" + name).lstrip("/")
+            with fs.open(device_path, "rb") as f:
+                data = f.read()
+            out.append(
+                {
+                    "path": device_path,
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+    return sorted(out, key=lambda e: e["path"])
 
 
 def merge_config(path: Path, values: dict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from host_tools import image as img
 from host_tools.broker import connect_url
+from host_tools.vboard import esp32boot
 from host_tools.vboard import runtime as rt
 from host_tools.vboard.bench import Bench
 from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
@@ -134,16 +135,29 @@ class VirtualBoard:
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
 
+    @property
+    def flash_size(self) -> int | None:
+        """The board's flash chip (board.json flash.size): an --image of this size is a full
+        flash image, booted through the ESP32's ROM and bootloader (esp32boot)."""
+        size = (self.board_info.get("flash") or {}).get("size")
+        return int(size) if size else None
+
     def prepare_image(self) -> None:
         # board.json on the flash says which modem is fitted: the simulator's dialect.
         board_json = ("board.json", json.dumps(self.board_info, indent=1).encode())
+        if self.keep_image and esp32boot.is_full_flash(self.image, self.flash_size):
+            # A full flash image is the board's flash as flashed: its filesystem gets the
+            # same edits as a bare image's, but only when the chip would boot it and
+            # MicroPython find a filesystem there; blank or damaged flash is left as it is.
+            if esp32boot.boot(self.image, self.flash_size or 0).vfs is None:
+                return
+            try:
+                self._edit_image(board_json)
+            except img.ImageError:
+                pass  # an unformatted vfs: MicroPython's initial setup formats it at boot
+            return
         if self.keep_image and self.image.exists():
-            if self.refresh_firmware:
-                img.refresh_firmware(self.image, board=self.board, frozen=self.frozen)
-            if self.config:
-                img.merge_config(self.image, self.config)
-            for extra in [board_json, *self.files]:
-                img.write_file(self.image, *extra)
+            self._edit_image(board_json)
         else:
             img.build_image(
                 self.image,
@@ -152,6 +166,14 @@ class VirtualBoard:
                 extra=[board_json, *self.files],
                 frozen=self.frozen,
             )
+
+    def _edit_image(self, board_json: tuple[str, bytes]) -> None:
+        if self.refresh_firmware:
+            img.refresh_firmware(self.image, board=self.board, frozen=self.frozen)
+        if self.config:
+            img.merge_config(self.image, self.config)
+        for extra in [board_json, *self.files]:
+            img.write_file(self.image, *extra)
 
     def start(self) -> VirtualBoard:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -181,6 +203,7 @@ class VirtualBoard:
             clock_start=self.clock_start,
             env=env,
             echo=self.echo,
+            flash_size=self.flash_size,
         )
         sv = self.supervisor
         self.bench.add_control("status", lambda **_: sv.status())

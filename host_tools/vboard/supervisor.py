@@ -116,8 +116,18 @@ class Supervisor:
         runtime: rt.Runtime | None = None,
         ticks_start_ms: int | None = None,
         clock_start: int | None = None,
+        flash_size: int | None = None,
     ) -> None:
+        """flash_size: the board's flash chip (board.json flash.size). An image file of
+        exactly that size is a full flash image that boots as an ESP32 does (esp32boot);
+        any other image is a bare littlefs image mounted whole, as before."""
         self.image = Path(image)
+        self.flash_size = flash_size
+        # Full flash: the vfs partition MicroPython mounts (offset, blocks) from the last boot
+        # through the ROM (a soft reset keeps it), and why the flash last failed to boot.
+        self._vfs: tuple[int, int] | None = None
+        self.boot_error: str | None = None
+        self._rom_reset: bytes | None = None
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.heap = heap
@@ -237,6 +247,7 @@ class Supervisor:
                 "heap": self.heap,
                 "runtime": self.runtime.name,
                 "image": str(self.image),
+                "boot_error": self.boot_error,
             }
 
     def __enter__(self) -> Supervisor:
@@ -341,6 +352,7 @@ class Supervisor:
         self.stats.resets[name] = self.stats.resets.get(name, 0) + 1
         self._restart_cause = cause
         self._restart_mode = mode
+        self._rom_reset = None  # a reset from outside ends the ROM's own reset loop
         self._restart_at = time.monotonic() + delay
         if delay == 0:
             self._restart_at = None
@@ -348,7 +360,38 @@ class Supervisor:
         if wdt is not None and wdt[1] is not None:
             self._wdt_timeout, self._wdt_deadline = wdt
 
+    def _through_rom(self) -> bool:
+        """A full flash image: run the ROM and the bootloader over it (esp32boot) and print
+        what they print. False: the flash does not boot; the chip resets and tries again."""
+        from host_tools.vboard import esp32boot
+
+        reset = self._rom_reset or esp32boot.rom_reset_reason(RESET_NAMES[self._restart_cause])
+        self._rom_reset = None
+        try:
+            outcome = esp32boot.boot(self.image, self.flash_size or 0, reset)
+        except OSError as e:  # the image went missing: no flash chip answers
+            outcome = esp32boot.BootOutcome(b"", None, f"flash image: {e}")
+        self._console_out(outcome.console)
+        if outcome.vfs is None:
+            if outcome.error != self.boot_error:
+                self._event(f"no boot: {outcome.error}")
+            self.boot_error = outcome.error
+            self._rom_reset = outcome.next_reset
+            self._restart_at = time.monotonic() + esp32boot.RETRY_S
+            return False
+        self.boot_error = None
+        self._vfs = (outcome.vfs.offset, outcome.vfs.size // self.block_size)
+        return True
+
     def _spawn(self) -> None:
+        from host_tools.vboard import esp32boot
+
+        self._vfs = self._vfs if self._restart_cause == SOFT_RESET else None
+        if esp32boot.is_full_flash(self.image, self.flash_size):
+            if self._vfs is None and not self._through_rom():
+                return
+        else:
+            self._vfs = None
         ctl_r, ctl_w = os.pipe()
         ack_r, ack_w = os.pipe()
         env = dict(os.environ)
@@ -367,6 +410,12 @@ class Supervisor:
             ALBATROSS_CUT_AFTER=str(self.cut_after),
             TZ="UTC0",  # an ESP32 keeps UTC: localtime() and mktime() must not take the host's
         )
+        if self._vfs is not None:
+            env["ALBATROSS_FLASH_OFFSET"] = str(self._vfs[0])
+            env["ALBATROSS_FLASH_BLOCKS"] = str(self._vfs[1])
+        else:
+            env.pop("ALBATROSS_FLASH_OFFSET", None)
+            env.pop("ALBATROSS_FLASH_BLOCKS", None)
         if self.ticks_start_ms is not None:
             env["ALBATROSS_TICKS_START_MS"] = str(self.ticks_start_ms)
         if self._restart_cause not in RTC_KEPT:

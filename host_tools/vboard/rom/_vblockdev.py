@@ -16,11 +16,14 @@ BP_IOCTL_BLK_ERASE = 6
 
 
 class FileBlockDevice:
-    def __init__(self, path, block_size):
+    # offset/blocks: a partition of a full flash image (MicroPython's "vfs" on an ESP32's
+    # flash); without them the whole file is the filesystem (a bare littlefs image).
+    def __init__(self, path, block_size, offset=0, blocks=0):
         self._f = open(path, "r+b")
         self._f.seek(0, 2)
         self.block_size = block_size
-        self.block_count = self._f.tell() // block_size
+        self._base = offset
+        self.block_count = blocks or (self._f.tell() - offset) // block_size
         self.programs = 0
         self.erases = 0
         self._erased = b"\xff" * block_size
@@ -35,7 +38,7 @@ class FileBlockDevice:
         _vctl.send(b"%s%d" % (kind, block))
 
     def readblocks(self, block, buf, offset=0):
-        self._f.seek(block * self.block_size + offset)
+        self._f.seek(self._base + block * self.block_size + offset)
         n = self._f.readinto(buf)
         if n != len(buf):
             raise OSError(5)  # EIO: the image file is shorter than the flash
@@ -47,7 +50,7 @@ class FileBlockDevice:
                 self.ioctl(BP_IOCTL_BLK_ERASE, block + i)
             offset = 0
         self._operation(b"p", block)
-        self._f.seek(block * self.block_size + offset)
+        self._f.seek(self._base + block * self.block_size + offset)
         self._f.write(buf)
         self._f.flush()
         self.programs += 1
@@ -59,7 +62,7 @@ class FileBlockDevice:
             return self.block_size
         if op == BP_IOCTL_BLK_ERASE:
             self._operation(b"e", arg)
-            self._f.seek(arg * self.block_size)
+            self._f.seek(self._base + arg * self.block_size)
             self._f.write(self._erased)
             self._f.flush()
             self.erases += 1

@@ -23,12 +23,47 @@ VERSION = "%d.%d.%d" % sys.implementation.version[:3]
 
 def mount_flash():
     image = os.getenv("ALBATROSS_IMAGE")
-    bdev = _vblockdev.FileBlockDevice(image, int(os.getenv("ALBATROSS_BLOCK_SIZE") or 4096))
+    block_size = int(os.getenv("ALBATROSS_BLOCK_SIZE") or 4096)
+    offset = os.getenv("ALBATROSS_FLASH_OFFSET")  # set: a full flash image, its vfs partition
+    blocks = int(os.getenv("ALBATROSS_FLASH_BLOCKS") or 0)
+    bdev = _vblockdev.FileBlockDevice(image, block_size, int(offset or 0), blocks)
     vfs.umount("/")
-    vfs.mount(vfs.VfsLfs2(bdev), "/")
+    if offset is None:
+        vfs.mount(vfs.VfsLfs2(bdev), "/")
+    else:
+        try:
+            vfs.mount(vfs.VfsLfs2(bdev), "/")  # ports/esp32/modules/_boot.py
+        except OSError:
+            initial_setup(bdev)
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]  # as on ESP32: asyncio etc. are frozen
     return bdev
+
+
+def initial_setup(bdev):
+    # ports/esp32/modules/inisetup.py: a blank vfs partition is formatted as littlefs2 and
+    # given MicroPython's boot.py; one holding something else is reported, forever.
+    buf = bytearray(bdev.block_size)
+    bdev.readblocks(0, buf)
+    if buf != b"\xff" * len(buf):
+        import time
+
+        while True:
+            _vrepl.write(
+                "The filesystem appears to be corrupted. If you had important data there, you\n"
+                "may want to make a flash snapshot to try to recover it. Otherwise, perform\n"
+                "factory reprogramming of MicroPython firmware (completely erase flash, "
+                "followed\nby firmware programming).\n\n"
+            )
+            time.sleep(3)
+    _vrepl.write("Performing initial setup\n")
+    vfs.VfsLfs2.mkfs(bdev)
+    vfs.mount(vfs.VfsLfs2(bdev), "/")
+    with open("/boot.py", "w") as f:
+        f.write(
+            "# This file is executed on every boot (including wake-boot from deepsleep)\n"
+            "#import esp\n#esp.osdebug(None)\n#import webrepl\n#webrepl.start()\n"
+        )
 
 
 def run_file(path, g):

@@ -14,8 +14,6 @@ import json
 import random
 import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 
 from hil_tests.conftest import VboardFactory, logs_of
 from hil_tests.console_kit import BACKSPACE, PROMPT, REPL_PROMPT, UP, Console
+from hil_tests.helpers import mpremote, online_status_of, telemetry_of
 from host_tools import image as img
 from host_tools.mqtt_watch import Message, MqttWatch
 from host_tools.vboard.runner import VirtualBoard
@@ -31,22 +30,11 @@ pytestmark = pytest.mark.hil
 BOOT_S = 30  # boot and MQTT over the host's TCP
 MODEM_S = 60  # power-on, registration and PDP through the simulated modem (fast timings)
 KEY_S = 0.25  # between keys: a person typing; 14 keys span several 1 s log lines
-MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
-
-
-def _tele(dev: str):
-    topic = f"albatross/{dev}/telemetry"
-    return lambda m: m.topic == topic
-
-
-def _status(dev: str):
-    topic = f"albatross/{dev}/status"
-    return lambda m: m.topic == topic and m.json["state"] == "online"
 
 
 def _up(vb: VirtualBoard, mqtt: MqttWatch) -> Console:
     """The board reporting, and a console open on it with the command line awake."""
-    mqtt.wait_for(_tele(vb.device_id), BOOT_S, what="first telemetry", logs=logs_of(vb))
+    mqtt.wait_for(telemetry_of(vb.device_id), BOOT_S, what="first telemetry", logs=logs_of(vb))
     con = Console(vb)
     try:
         con.wake()
@@ -69,7 +57,11 @@ def _reading_period(mqtt: MqttWatch, dev: str, after: int, gaps: int, vb: Virtua
     mark = after
     for _ in range(gaps + 1):
         m = mqtt.wait_for(
-            _tele(dev), BOOT_S, what=f"telemetry #{len(msgs) + 1}", after=mark, logs=logs_of(vb)
+            telemetry_of(dev),
+            BOOT_S,
+            what=f"telemetry #{len(msgs) + 1}",
+            after=mark,
+            logs=logs_of(vb),
         )
         msgs.append(m)
         mark = mqtt.messages.index(m) + 1
@@ -263,8 +255,8 @@ def test_a_password_set_on_the_console_is_never_shown_logged_or_published(
         con.type("reboot\r", 0.02)
         _booted(con, "hard", at)
         # It is in use: the board connected with it and reports again.
-        mqtt.wait_for(_status(dev), BOOT_S, what="status after the reboot", after=mark)
-        mqtt.wait_for(_tele(dev), BOOT_S, what="telemetry after the reboot", after=mark)
+        mqtt.wait_for(online_status_of(dev), BOOT_S, what="status after the reboot", after=mark)
+        mqtt.wait_for(telemetry_of(dev), BOOT_S, what="telemetry after the reboot", after=mark)
         con.wake()
         for cmd in ("log 50", "config show", "config show --json", "status --json",
                     "config get mqtt_password", "status"):  # fmt: skip
@@ -292,19 +284,6 @@ def test_a_password_set_on_the_console_is_never_shown_logged_or_published(
 # ---- 4. mpremote beside the command line ---------------------------------------------------
 
 
-def _mpremote(vb: VirtualBoard, *args: str) -> str:
-    result = subprocess.run(
-        [MPREMOTE, "connect", vb.console_path, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, (
-        f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; see {logs_of(vb)}"
-    )
-    return result.stdout
-
-
 def test_mpremote_works_unmodified_while_the_command_line_runs(
     vboard: VboardFactory, mqtt: MqttWatch, tmp_path: Path
 ) -> None:
@@ -313,23 +292,23 @@ def test_mpremote_works_unmodified_while_the_command_line_runs(
     with _up(vb, mqtt) as con:
         assert con.command("status")[0].startswith("firmware  albatross ")
     # The command line is awake, its prompt showing: mpremote's Ctrl-C still reaches the REPL.
-    assert _mpremote(vb, "exec", "print(1+1)").strip() == "2"
+    assert mpremote(vb, "exec", "print(1+1)").strip() == "2"
     payload = bytes(range(256)) * 8 + b"\r\n\x03\x04 end"
     (tmp_path / "up.bin").write_bytes(payload)
-    _mpremote(vb, "fs", "cp", str(tmp_path / "up.bin"), ":hil_console.bin")
-    _mpremote(vb, "fs", "cp", ":hil_console.bin", str(tmp_path / "down.bin"))
+    mpremote(vb, "fs", "cp", str(tmp_path / "up.bin"), ":hil_console.bin")
+    mpremote(vb, "fs", "cp", ":hil_console.bin", str(tmp_path / "down.bin"))
     assert (tmp_path / "down.bin").read_bytes() == payload
-    _mpremote(vb, "soft-reset")
-    assert _mpremote(vb, "exec", "import os; print(os.stat('hil_console.bin')[6])").strip() == str(
+    mpremote(vb, "soft-reset")
+    assert mpremote(vb, "exec", "import os; print(os.stat('hil_console.bin')[6])").strip() == str(
         len(payload)
     )
 
     # Reset: the app and its command line come back.
     seq = max(r["seq"] for r in mqtt.telemetry(dev))
     mark = mqtt.mark()
-    _mpremote(vb, "reset")
+    mpremote(vb, "reset")
     mqtt.wait_for(
-        lambda msg: _tele(dev)(msg) and msg.last["seq"] > seq,
+        lambda msg: telemetry_of(dev)(msg) and msg.last["seq"] > seq,
         BOOT_S,
         what="telemetry after mpremote reset",
         after=mark,
@@ -378,7 +357,7 @@ def test_line_noise_neither_stops_the_tracker_nor_changes_its_config_but_ctrl_c_
         last = max(r["seq"] for r in mqtt.telemetry(dev))
         # The tracker went on reporting through the noise and after it, every reading.
         mqtt.wait_for(
-            lambda m: _tele(dev)(m) and m.last["seq"] >= last + 3,
+            lambda m: telemetry_of(dev)(m) and m.last["seq"] >= last + 3,
             BOOT_S,
             what="telemetry after the noise",
             logs=logs_of(vb),
@@ -424,7 +403,9 @@ def test_modem_at_passes_a_command_to_the_modem_and_shows_its_answer(
     vboard: VboardFactory, mqtt: MqttWatch
 ) -> None:
     vb = vboard(modem="sim7600", interval=5)  # an idle modem between readings
-    mqtt.wait_for(_status(vb.device_id), MODEM_S, what="birth via the modem", logs=logs_of(vb))
+    mqtt.wait_for(
+        online_status_of(vb.device_id), MODEM_S, what="birth via the modem", logs=logs_of(vb)
+    )
     with _up(vb, mqtt) as con:
         lines = _modem_at(con, "AT+CSQ", 20)
         assert len(lines) == 2, lines
@@ -437,7 +418,9 @@ def test_modem_at_is_refused_at_once_with_the_reason_while_the_modem_is_off(
     vboard: VboardFactory, mqtt: MqttWatch
 ) -> None:
     vb = vboard(modem="sim7600", interval=5)
-    mqtt.wait_for(_status(vb.device_id), MODEM_S, what="birth via the modem", logs=logs_of(vb))
+    mqtt.wait_for(
+        online_status_of(vb.device_id), MODEM_S, what="birth via the modem", logs=logs_of(vb)
+    )
     with _up(vb, mqtt) as con:
         assert _modem_at(con, "AT", 20) == ["OK"]
         assert vb.modem_sim is not None

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from hil_tests.conftest import VboardFactory, logs_of
+from hil_tests.helpers import online_status_of
 from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard import runtime as rt
 from host_tools.vboard.runner import parse_heap
@@ -39,11 +40,6 @@ FAULTS = [
 ]
 
 
-def _status(dev: str):
-    topic = f"albatross/{dev}/status"
-    return lambda m: m.topic == topic and m.json.get("state") == "online"
-
-
 def test_standard_scenario_fits_a_psram_less_esp32_frozen(
     vboard: VboardFactory, mqtt: MqttWatch
 ) -> None:
@@ -55,7 +51,7 @@ def test_standard_scenario_fits_a_psram_less_esp32_frozen(
     assert heap is not None and heap < 112 * 1024
     vb = vboard(modem="sim7600", runtime=runtime, heap=heap, config={"status_interval_s": 20})
     dev = vb.device_id  # type: ignore[attr-defined]
-    mqtt.wait_for(_status(dev), FIRST_S, what="birth through the modem", logs=logs_of(vb))
+    mqtt.wait_for(online_status_of(dev), FIRST_S, what="birth through the modem", logs=logs_of(vb))
     assert vb.bench is not None and vb.supervisor is not None and vb.modem_sim is not None
     slot = MINUTES * 60 / (len(FAULTS) + 1)
     started = time.monotonic()
@@ -78,7 +74,7 @@ def test_standard_scenario_fits_a_psram_less_esp32_frozen(
     # The faults happened: the firmware saw them and the modem was power-cycled (the status
     # message after the last fault says so).
     status = mqtt.wait_for(
-        lambda m: _status(dev)(m) and m.json["link"]["ladder"]["power_cycle"] >= 1,
+        lambda m: online_status_of(dev)(m) and m.json["link"]["ladder"]["power_cycle"] >= 1,
         RECOVERY_S,
         what="a status reporting the modem's power cycle",
         logs=logs_of(vb),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hil_tests.conftest import VboardFactory, logs_of
+from hil_tests.helpers import online_status_of, telemetry_of
 from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard.runner import VirtualBoard
 
@@ -25,21 +26,13 @@ RECOVERY_S = 120
 FAULT_S = 4  # how long each fault stays on
 
 
-def _tele(dev: str):
-    topic = f"albatross/{dev}/telemetry"
-    return lambda m: m.topic == topic
-
-
-def _status(dev: str):
-    topic = f"albatross/{dev}/status"
-    return lambda m: m.topic == topic and m.json["state"] == "online"
-
-
 def _start(vboard: VboardFactory, mqtt: MqttWatch, dialect: str) -> tuple[VirtualBoard, dict]:
     vb = vboard(modem=dialect)
     dev = vb.device_id  # type: ignore[attr-defined]
-    status = mqtt.wait_for(_status(dev), FIRST_S, what="birth through the modem", logs=logs_of(vb))
-    mqtt.wait_for(_tele(dev), FIRST_S, what="first telemetry", logs=logs_of(vb))
+    status = mqtt.wait_for(
+        online_status_of(dev), FIRST_S, what="birth through the modem", logs=logs_of(vb)
+    )
+    mqtt.wait_for(telemetry_of(dev), FIRST_S, what="first telemetry", logs=logs_of(vb))
     return vb, status.json
 
 
@@ -108,10 +101,14 @@ def test_recovers_from_fault_without_losing_readings(
     # A reading taken after the fault ended shows the device is reporting again...
     mark = mqtt.mark()
     fresh = mqtt.wait_for(
-        _tele(dev), RECOVERY_S, after=mark, what=f"telemetry after {fault}", logs=logs_of(vb)
+        telemetry_of(dev),
+        RECOVERY_S,
+        after=mark,
+        what=f"telemetry after {fault}",
+        logs=logs_of(vb),
     )
     later = mqtt.wait_for(
-        lambda m: _tele(dev)(m) and m.last["seq"] > fresh.last["seq"],
+        lambda m: telemetry_of(dev)(m) and m.last["seq"] > fresh.last["seq"],
         RECOVERY_S,
         after=mark,
         what="a second report after recovery",
@@ -123,7 +120,11 @@ def test_recovers_from_fault_without_losing_readings(
     assert recovered_in < RECOVERY_S
     if fault == "modem_hang":
         status = mqtt.wait_for(
-            _status(dev), RECOVERY_S, after=mark, what="status after hang", logs=logs_of(vb)
+            online_status_of(dev),
+            RECOVERY_S,
+            after=mark,
+            what="status after hang",
+            logs=logs_of(vb),
         )
         assert status.json["link"]["ladder"]["power_cycle"] >= 1
 
@@ -144,7 +145,7 @@ def test_denied_registration_is_reported_and_retried(
     vb.bench.fault("modem_registration", False)
     mark = mqtt.mark()
     status = mqtt.wait_for(
-        lambda m: _status(dev)(m) and "enied" in str(m.json["link"]["last_error"]),
+        lambda m: online_status_of(dev)(m) and "enied" in str(m.json["link"]["last_error"]),
         RECOVERY_S,
         after=0,
         what="status naming the denied registration",
@@ -152,7 +153,11 @@ def test_denied_registration_is_reported_and_retried(
     )
     assert status.json["link"]["ladder"]
     mqtt.wait_for(
-        _tele(dev), RECOVERY_S, after=mark, what="telemetry after registration", logs=logs_of(vb)
+        telemetry_of(dev),
+        RECOVERY_S,
+        after=mark,
+        what="telemetry after registration",
+        logs=logs_of(vb),
     )
 
 
@@ -176,6 +181,10 @@ def test_mpremote_works_while_the_modem_is_busy(vboard: VboardFactory, mqtt: Mqt
     )
     mark = mqtt.mark()
     after = mqtt.wait_for(
-        _tele(dev), FIRST_S, after=mark, what="telemetry after mpremote reset", logs=logs_of(vb)
+        telemetry_of(dev),
+        FIRST_S,
+        after=mark,
+        what="telemetry after mpremote reset",
+        logs=logs_of(vb),
     )
     assert after.last["seq"] > before

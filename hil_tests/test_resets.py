@@ -18,6 +18,7 @@ import pytest
 import serial
 
 from hil_tests.conftest import VboardFactory, logs_of
+from hil_tests.helpers import online_status_of, telemetry_of
 from host_tools import image as img
 from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard.runner import VirtualBoard
@@ -54,16 +55,6 @@ def _sampling_hook(body: str) -> bytes:
     ).encode()
 
 
-def _status(dev: str, pred=lambda body: True):
-    topic = f"albatross/{dev}/status"
-    return lambda m: m.topic == topic and m.json["state"] == "online" and pred(m.json)
-
-
-def _telemetry(dev: str):
-    topic = f"albatross/{dev}/telemetry"
-    return lambda m: m.topic == topic
-
-
 def _resets(vb: VirtualBoard) -> dict[str, int]:
     assert vb.supervisor is not None
     return vb.supervisor.status()["resets"]
@@ -95,11 +86,15 @@ def _back_after_watchdog(vb: VirtualBoard, mqtt: MqttWatch, mark: int, last_cras
     one crash in the record and what it was, then telemetry."""
     dev = vb.device_id
     back = mqtt.wait_for(
-        _status(dev), REPORT_S, what="status after the reset", after=mark, logs=logs_of(vb)
+        online_status_of(dev),
+        REPORT_S,
+        what="status after the reset",
+        after=mark,
+        logs=logs_of(vb),
     )
     assert back.json["reset_cause"] == "watchdog" and back.json["crashes"] == 1
     assert back.json["last_crash"].startswith(last_crash), back.json["last_crash"]
-    mqtt.wait_for(_telemetry(dev), REPORT_S, what="telemetry after the reset", after=mark)
+    mqtt.wait_for(telemetry_of(dev), REPORT_S, what="telemetry after the reset", after=mark)
 
 
 @pytest.mark.bench
@@ -114,7 +109,7 @@ if n == 4:
     )
     vb = vboard(config={"watchdog_s": WATCHDOG_S}, files=_hooked(hook))
     dev = vb.device_id
-    first = mqtt.wait_for(_status(dev), REPORT_S, what="birth message", logs=logs_of(vb))
+    first = mqtt.wait_for(online_status_of(dev), REPORT_S, what="birth message", logs=logs_of(vb))
     assert first.json["reset_cause"] == "power_on" and first.json["crashes"] == 0
     vb.wait_console("hil: sampling hangs now", REPORT_S)
     mark = mqtt.mark()
@@ -146,7 +141,7 @@ if n == 3 and "hil_blocked" not in os.listdir():
     )
     vb = vboard(config={"watchdog_s": WATCHDOG_S}, files=_hooked(hook))
     dev = vb.device_id
-    mqtt.wait_for(_status(dev), REPORT_S, what="birth message", logs=logs_of(vb))
+    mqtt.wait_for(online_status_of(dev), REPORT_S, what="birth message", logs=logs_of(vb))
     vb.wait_console("hil: blocking the event loop", REPORT_S)
     mark = mqtt.mark()
     blocked_for = _wait_resets(vb, "watchdog", 1, WATCHDOG_S + 10)
@@ -169,7 +164,7 @@ if n == 3 and "hil_crashed" not in os.listdir():
     )
     vb = vboard(files=_hooked(hook))
     dev = vb.device_id
-    mqtt.wait_for(_status(dev), REPORT_S, what="birth message", logs=logs_of(vb))
+    mqtt.wait_for(online_status_of(dev), REPORT_S, what="birth message", logs=logs_of(vb))
     mark = mqtt.mark()
     _wait_resets(vb, "hard", 1, REPORT_S)
     out = vb.console_text()
@@ -179,13 +174,17 @@ if n == 3 and "hil_crashed" not in os.listdir():
     )
     assert "watchdog" not in _resets(vb)
     back = mqtt.wait_for(
-        _status(dev), REPORT_S, what="status after the crash reset", after=mark, logs=logs_of(vb)
+        online_status_of(dev),
+        REPORT_S,
+        what="status after the crash reset",
+        after=mark,
+        logs=logs_of(vb),
     )
     assert back.json["reset_cause"] == "hard" and back.json["crashes"] == 1
     assert back.json["last_crash"] == "RuntimeError: injected by the HIL test"
     seq_before = max(r["seq"] for r in mqtt.telemetry(dev))
     mqtt.wait_for(
-        lambda m: _telemetry(dev)(m) and m.last["seq"] > seq_before,
+        lambda m: telemetry_of(dev)(m) and m.last["seq"] > seq_before,
         REPORT_S,
         what="new telemetry after the crash reset",
         after=mark,
@@ -222,11 +221,11 @@ def test_five_failures_in_a_row_mean_safe_mode_with_the_repl_free(
     with serial.serial_for_url(vb.console_path, baudrate=115200, timeout=5) as port:
         port.write(b"import machine; machine.reset()\r")
     back = mqtt.wait_for(
-        _status(dev), REPORT_S, what="status after the fix", after=mark, logs=logs_of(vb)
+        online_status_of(dev), REPORT_S, what="status after the fix", after=mark, logs=logs_of(vb)
     )
     assert back.json["reset_cause"] == "hard"
     assert back.json["crashes"] == 0  # safe mode started the count over
-    mqtt.wait_for(_telemetry(dev), REPORT_S, what="telemetry after the fix", after=mark)
+    mqtt.wait_for(telemetry_of(dev), REPORT_S, what="telemetry after the fix", after=mark)
 
 
 @pytest.mark.bench
@@ -256,13 +255,13 @@ if n in (3, 5):
     )
     vb = vboard(config={"status_interval_s": 10}, files=_hooked(hook))
     dev = vb.device_id
-    first = mqtt.wait_for(_status(dev), REPORT_S, what="birth message", logs=logs_of(vb))
+    first = mqtt.wait_for(online_status_of(dev), REPORT_S, what="birth message", logs=logs_of(vb))
     assert first.json["memory_errors"] == 0
     out = vb.wait_console("sampling: MemoryError, collected and restarted", REPORT_S, count=2)
     assert out.count("hil: allocating 64 MiB") == 2
     mark = mqtt.mark()
     status = mqtt.wait_for(
-        _status(dev, lambda b: b["memory_errors"] >= 2),
+        online_status_of(dev, lambda b: b["memory_errors"] >= 2),
         REPORT_S,
         what="status reporting two MemoryErrors",
         logs=logs_of(vb),
@@ -271,7 +270,7 @@ if n in (3, 5):
     # Never fatal: the same boot keeps sampling and sending.
     seq_before = max(r["seq"] for r in mqtt.telemetry(dev))
     mqtt.wait_for(
-        lambda m: _telemetry(dev)(m) and m.last["seq"] > seq_before + 2,
+        lambda m: telemetry_of(dev)(m) and m.last["seq"] > seq_before + 2,
         REPORT_S,
         what="telemetry after the MemoryErrors",
         after=mark,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from hil_tests.helpers import mpremote
 from host_tools import image as img
 from host_tools.vboard.runner import VirtualBoard
 
@@ -36,31 +37,18 @@ def _wait_console(vb: VirtualBoard, text: str, timeout: float = 10.0, count: int
     return vb.wait_console(text, timeout, count=count)
 
 
-def _mpremote(vb: VirtualBoard, *args: str) -> str:
-    result = subprocess.run(
-        [MPREMOTE, "connect", vb.console_path, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, (
-        f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; see {vb.workdir}/console.log"
-    )
-    return result.stdout
-
-
 def test_mpremote_exec_ls_cp_and_reset_run_new_main(tmp_path: Path) -> None:
     with _board(tmp_path, LOOP_MAIN) as vb:
         _wait_console(vb, "main: cause 1")
         # exec interrupts the running main.py (Ctrl-C), soft-resets in the raw REPL, runs.
-        assert _mpremote(vb, "exec", "print('sum', 40 + 2)").strip() == "sum 42"
-        listing = _mpremote(vb, "fs", "ls")
+        assert mpremote(vb, "exec", "print('sum', 40 + 2)").strip() == "sum 42"
+        listing = mpremote(vb, "fs", "ls")
         assert "main.py" in listing and "board.mpy" in listing
         new_main = tmp_path / "main.py"
         new_main.write_text('print("main: the new one")\n')
-        _mpremote(vb, "fs", "cp", str(new_main), ":main.py")
-        assert _mpremote(vb, "fs", "cat", ":main.py").strip() == 'print("main: the new one")'
-        _mpremote(vb, "reset")
+        mpremote(vb, "fs", "cp", str(new_main), ":main.py")
+        assert mpremote(vb, "fs", "cat", ":main.py").strip() == 'print("main: the new one")'
+        mpremote(vb, "reset")
         _wait_console(vb, "main: the new one")
     # What was written through the console is on the flash image, for the next boot.
     assert img.read_file(tmp_path / "flash.img", "main.py") == b'print("main: the new one")\n'
@@ -163,13 +151,13 @@ def test_mpremote_run_and_soft_reset_commands(tmp_path: Path) -> None:
         script = tmp_path / "hello.py"
         script.write_text("import machine\nprint('run:', machine.reset_cause())\n")
         # `run` executes a host file after mpremote's soft reset: cause 5 (SOFT_RESET).
-        assert _mpremote(vb, "run", str(script)).strip() == "run: 5"
-        _mpremote(vb, "soft-reset")
+        assert mpremote(vb, "run", str(script)).strip() == "run: 5"
+        mpremote(vb, "soft-reset")
         assert vb.supervisor is not None
         assert vb.supervisor.status()["resets"]["soft"] >= 2
         # machine.soft_reset() from code restarts the interpreter too (in the raw REPL it
         # stays there, as on an ESP32, so main.py does not run; the board still answers).
         before = vb.supervisor.status()["resets"]["soft"]
-        _mpremote(vb, "exec", "import machine; machine.soft_reset()")
+        mpremote(vb, "exec", "import machine; machine.soft_reset()")
         assert vb.supervisor.status()["resets"]["soft"] == before + 2  # mpremote's + ours
-        assert _mpremote(vb, "exec", "print(6 * 7)").strip() == "42"
+        assert mpremote(vb, "exec", "print(6 * 7)").strip() == "42"

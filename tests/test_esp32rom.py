@@ -4,7 +4,9 @@ flasher stub."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import random
 import re
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import esptool as esptool_pkg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -176,6 +179,64 @@ def test_spi_user_command_reads_the_jedec_id(host: Host) -> None:
     assert host.reply(rl.READ_REG, struct.pack("<I", base + 0x80))[0] == 0x1640C8
 
 
+def upload_esptool_stub(host: Host, version: str = "2") -> None:
+    """What esptool's run_stub() sends: text and data segments, then MEM_END(entry)."""
+    stub_json = Path(esptool_pkg.__file__).parent / "targets/stub_flasher" / version / "esp32.json"
+    stub = json.loads(stub_json.read_text())
+    for key in ("text", "data"):
+        seg = base64.b64decode(stub[key])
+        host.reply(rl.MEM_BEGIN, struct.pack("<IIII", len(seg), 1, 0x1800, stub[key + "_start"]))
+        body = struct.pack("<IIII", len(seg), 0, 0, 0) + seg
+        assert host.reply(rl.MEM_DATA, body, rl.checksum(seg))[1] == bytes(4)
+    frames = host.command(rl.MEM_END, struct.pack("<II", 0, stub["entry"]))
+    assert frames[1:] == [b"OHAI"]  # the stub's greeting follows MEM_END's reply
+
+
+def test_stub_read_flash_keeps_to_the_ack_window(host: Host) -> None:
+    upload_esptool_stub(host)
+    flash = host.loader.flash
+    data = bytes(range(256)) * 48  # 3 packets of 0x1000
+    flash.program(0x1000, data)
+    frames = host.command(rl.READ_FLASH, struct.pack("<IIII", 0x1000, len(data), 0x1000, 2))
+    assert frames[0][8:] == b"\x00\x00"  # the stub's 2 status bytes
+    assert frames[1:] == [data[:0x1000], data[0x1000:0x2000]]  # two unacked packets, no more
+    assert host.raw(slip.encode(struct.pack("<I", 0x1000))) == [data[0x2000:]]
+    assert host.raw(slip.encode(struct.pack("<I", 0x2000))) == []
+    assert host.raw(slip.encode(struct.pack("<I", 0x3000))) == [hashlib.md5(data).digest()]
+    assert host.reply(rl.READ_REG, struct.pack("<I", 0x40001000)) == (0x00F01D83, b"\x00\x00")
+
+
+def test_ram_code_that_is_not_the_stub_runs_and_the_loader_falls_silent(tmp_path: Path) -> None:
+    left: list[str] = []
+    with FlashFile(tmp_path / "flash.bin", FLASH_SIZE) as flash:
+        loader = RomLoader(flash, Esp32Chip.for_board(UID, FLASH_SIZE), on_leave=left.append)
+        host = Host(loader)
+        code = b"\x36\x41\x00" * 4
+        host.reply(rl.MEM_BEGIN, struct.pack("<IIII", len(code), 1, 0x1800, 0x40080000))
+        host.reply(rl.MEM_DATA, struct.pack("<IIII", len(code), 0, 0, 0) + code, rl.checksum(code))
+        assert len(host.command(rl.MEM_END, struct.pack("<II", 0, 0x40080000))) == 1
+        assert left == ["run_ram"] and loader.mode == rl.APP
+        assert host.command(rl.SYNC, rl.SYNC_PAYLOAD) == []
+        loader.reset()
+        assert len(host.command(rl.SYNC, rl.SYNC_PAYLOAD)) == 8
+
+
+def test_change_baudrate_answers_at_the_old_rate_then_switches(host: Host) -> None:
+    events: list[tuple[str, int]] = []
+    loader = host.loader
+    loader.send = lambda data: events.append(("reply", loader.baud))
+    loader.on_baud = lambda baud: events.append(("baud", baud))
+    loader.feed(
+        slip.encode(
+            struct.pack("<BBHI", 0, rl.CHANGE_BAUDRATE, 8, 0) + struct.pack("<II", 921600, 0)
+        )
+    )
+    assert events == [("reply", 115200), ("baud", 921600)]
+    assert loader.chip.read_reg(0x3FF40014) & 0xFFFFF == 43  # UART_CLKDIV: 40 MHz / 921600
+    loader.reset()
+    assert events[-1] == ("baud", 115200)
+
+
 def test_mac_from_uid() -> None:
     assert mac_from_uid(UID).hex(":") == MAC
     assert mac_from_uid("000000aabbcc") != mac_from_uid("000000aabbcd")
@@ -297,6 +358,47 @@ def test_erase_region(board: tuple[str, FlashFile], stub: bool) -> None:
     assert flash.read(base, 0x1000) == bytes(0x1000)
     assert flash.read(base + 0x1000, 0x2000) == b"\xff" * 0x2000
     assert flash.read(base + 0x3000, 0x1000) == bytes(0x1000)
+
+
+def test_legacy_stub_writes_too(board: tuple[str, FlashFile], tmp_path: Path) -> None:
+    url, flash = board
+    data = image(1, 0x1800)
+    src = tmp_path / "app.bin"
+    src.write_bytes(data)
+    out = esptool(url, "--stub-version", "1", "write-flash", "0x1C0000", str(src)).stdout
+    assert "legacy stub flasher" in out and "Hash of data verified." in out
+    assert flash.read(0x1C0000, len(data)) == data
+
+
+def test_power_cut_mid_write_then_reflash(tmp_path: Path) -> None:
+    """The chip loses power while esptool writes: the flash is torn (new blocks, then old
+    data), esptool fails, and flashing again succeeds."""
+    addr = 0x10000
+    data = b"\x00" + random.Random(3).randbytes(0x8000 - 1)
+    src = tmp_path / "app.bin"
+    src.write_bytes(data)
+    with FlashFile(tmp_path / "flash.bin", FLASH_SIZE) as flash:
+        flash.erase(addr, len(data))
+        flash.program(addr, b"\x5a" * len(data))  # the firmware flashed before
+        before = flash.bytes_programmed
+        loader = RomLoader(flash, Esp32Chip.for_board(UID, FLASH_SIZE))
+        with serve_tcp(loader) as server:
+            cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", server.url]
+            cmd += ["--before", "no-reset", "--after", "no-reset", "--baud", "115200"]
+            cmd += ["write-flash", "--no-compress", hex(addr), str(src)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 20
+            while flash.bytes_programmed - before < 0x4000 and time.monotonic() < deadline:
+                time.sleep(0.02)  # the first 16 KiB block is in; the second is on the line
+            server.reset()  # power cut
+            proc.kill()
+            proc.wait()
+            assert proc.returncode != 0
+            assert flash.read(addr, 0x4000) == data[:0x4000]
+            assert flash.read(addr + 0x4000, 0x4000) == b"\x5a" * 0x4000
+            out = esptool(server.url, "write-flash", hex(addr), str(src)).stdout
+            assert "Hash of data verified." in out
+            assert flash.read(addr, len(data)) == data
 
 
 def test_erase_flash_needs_the_stub(board: tuple[str, FlashFile]) -> None:

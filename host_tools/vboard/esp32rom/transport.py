@@ -73,6 +73,11 @@ class TcpSerialServer:
     def url(self) -> str:
         return f"socket://{self.host}:{self.port}"
 
+    def reset(self) -> None:
+        """Reset the chip now (a power cut or the EN button), between two feed()s."""
+        with self._lock:
+            self.loader.reset()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

@@ -63,6 +63,8 @@ def test_slip_escapes_and_noise() -> None:
     assert frames == [b"\x01", b"\x02\x07"]
     assert [f.corrupt for f in frames] == [False, True]  # 0xDB 0x07 is no escape
     assert dec.noise_bytes == len(b"boot log\r\n") + len(b"garbage")
+    (long,) = dec.feed(b"\xc0" + b"\x55" * 70000 + b"\xc0")  # a lost delimiter
+    assert long.corrupt and len(long) == slip.MAX_FRAME
 
 
 # -- flash -----------------------------------------------------------------------------------
@@ -255,9 +257,14 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flash
 
 
 def esptool(
-    url: str, *args: str, stub: bool = True, baud: int = 921600, ok: bool = True
+    url: str,
+    *args: str,
+    stub: bool = True,
+    baud: int = 921600,
+    ok: bool = True,
+    chip: str = "esp32",
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", url]
+    cmd = [sys.executable, "-m", "esptool", "--chip", chip, "--port", url]
     cmd += ["--before", "no-reset", "--after", "no-reset", "--baud", str(baud)]
     cmd += ([] if stub else ["--no-stub"]) + list(args)
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
@@ -295,7 +302,8 @@ def test_chip_id_and_read_mac(board: tuple[str, FlashFile], stub: bool) -> None:
 
 @STUB
 def test_flash_id(board: tuple[str, FlashFile], stub: bool) -> None:
-    out = esptool(board[0], "flash-id", stub=stub).stdout
+    out = esptool(board[0], "flash-id", stub=stub, chip="auto").stdout
+    assert "Detecting chip type... ESP32" in out  # by the magic word at 0x40001000
     assert "Manufacturer: c8" in out
     assert "Device: 4016" in out
     assert "Detected flash size: 4MB" in out
@@ -347,6 +355,12 @@ def test_verify_read_and_a_flipped_byte(
     assert bad.returncode != 0
     assert "Verification failed: 1 differences" in bad.stdout
     assert f"{where:#010x} {data[0x1234] ^ 0x10:02x} {data[0x1234]:02x}" in bad.stdout
+
+
+def test_wrong_chip_argument(board: tuple[str, FlashFile]) -> None:
+    wrong = esptool(board[0], "chip-id", chip="esp32s3", ok=False)
+    assert wrong.returncode != 0
+    assert "This chip is ESP32, not ESP32-S3. Wrong chip argument?" in wrong.stdout
 
 
 @STUB

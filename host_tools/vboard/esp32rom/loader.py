@@ -155,6 +155,7 @@ class RomLoader:
         self.on_leave = on_leave
         self.counters = {"commands": 0, "errors": 0, "garbled_frames": 0, "resets": 0}
         self.baud = ROM_BAUD
+        self._handlers = self._handler_tables()
         self.reset()
         self.counters["resets"] = 0
 
@@ -240,7 +241,7 @@ class RomLoader:
             self.counters["garbled_frames"] += 1
             self._error(op, _invalid())
             return
-        handler = self._handlers().get(op)
+        handler = self._handlers[self.mode].get(op)
         try:
             if handler is None:
                 raise _Refused(ROM_INVALID_MESSAGE, STUB_NOT_IMPLEMENTED)
@@ -250,7 +251,7 @@ class RomLoader:
         except (ValueError, OSError, zlib.error, struct.error):
             self._error(op, _Refused(ROM_FAILED_TO_ACT, STUB_FAILED_SPI_OP))
 
-    def _handlers(self) -> dict[int, Callable[[int, bytes, int], None]]:
+    def _handler_tables(self) -> dict[str, dict[int, Callable[[int, bytes, int], None]]]:
         common = {
             SYNC: self._sync,
             READ_REG: self._read_reg,
@@ -269,15 +270,17 @@ class RomLoader:
             MEM_DATA: self._mem_data,
             MEM_END: self._mem_end,
         }
-        if self.mode == ROM:
-            # GET_SECURITY_INFO is ESP32-S2 and later: the ESP32 ROM refuses it.
-            common[READ_FLASH_SLOW] = self._read_flash_slow
-        else:
-            common[ERASE_FLASH] = self._erase_flash
-            common[ERASE_REGION] = self._erase_region
-            common[READ_FLASH] = self._read_flash
-            common[RUN_USER_CODE] = self._run_user_code
-        return common
+        # GET_SECURITY_INFO is ESP32-S2 and later: neither the ESP32 ROM nor, here, the stub
+        # knows it; READ_FLASH_SLOW is the ROM's only way to read flash.
+        rom = {**common, READ_FLASH_SLOW: self._read_flash_slow}
+        stub = {
+            **common,
+            ERASE_FLASH: self._erase_flash,
+            ERASE_REGION: self._erase_region,
+            READ_FLASH: self._read_flash,
+            RUN_USER_CODE: self._run_user_code,
+        }
+        return {ROM: rom, STUB: stub, APP: {}}
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ END = 0xC0
 ESC = 0xDB
 ESC_END = 0xDC
 ESC_ESC = 0xDD
+# The longest packet the protocol can describe: 8 header bytes and a 16-bit data size. A
+# longer "frame" is a lost delimiter; it is kept short and marked corrupt, not buffered.
+MAX_FRAME = 8 + 0xFFFF
 
 
 def encode(payload: bytes) -> bytes:
@@ -68,6 +71,8 @@ class Decoder:
                     self._buf.append(b)
             elif b == ESC:
                 self._escape = True
-            else:
+            elif len(self._buf) < MAX_FRAME:
                 self._buf.append(b)
+            else:
+                self._corrupt = True
         return frames

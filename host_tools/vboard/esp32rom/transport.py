@@ -153,7 +153,9 @@ class TcpSerialServer:
                     return
 
 
-def serve_tcp(loader: RomLoader, port: int = 0, **kwargs: object) -> TcpSerialServer:
+def serve_tcp(
+    loader: RomLoader, port: int = 0, *, paced: bool = True, reset_on_connect: bool = True
+) -> TcpSerialServer:
     """Serve `loader` on 127.0.0.1:`port` (0: any free port); the server's url is what
     esptool's --port takes."""
-    return TcpSerialServer(loader, port, **kwargs)  # type: ignore[arg-type]
+    return TcpSerialServer(loader, port, paced=paced, reset_on_connect=reset_on_connect)

@@ -357,6 +357,16 @@ def test_verify_read_and_a_flipped_byte(
     assert f"{where:#010x} {data[0x1234] ^ 0x10:02x} {data[0x1234]:02x}" in bad.stdout
 
 
+def test_espefuse_reads_the_efuses_and_checks_the_mac_crc(board: tuple[str, FlashFile]) -> None:
+    cmd = [sys.executable, "-m", "espefuse", "--chip", "esp32", "--port", board[0]]
+    cmd += ["--before", "no-reset", "summary"]
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env).stdout
+    assert f"= {MAC} (CRC 0x44 OK)" in out  # the same CRC-8 the ROM checks at boot
+    assert re.search(r"WAFER_VERSION_MAJOR .*= 3 ", out)
+    assert re.search(r"PKG_VERSION .*= 1 ", out)  # ESP32-D0WD
+
+
 def test_wrong_chip_argument(board: tuple[str, FlashFile]) -> None:
     wrong = esptool(board[0], "chip-id", chip="esp32s3", ok=False)
     assert wrong.returncode != 0

@@ -425,6 +425,26 @@ def test_power_cut_mid_write_then_reflash(tmp_path: Path) -> None:
             assert flash.read(addr, len(data)) == data
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_the_next_session_finds_the_stub_still_running_or_the_rom(
+    tmp_path: Path, version: str
+) -> None:
+    """No reset between two esptool runs (--after no-reset): esp-flasher-stub (esptool's
+    default, "2") keeps running and answers SYNC with value 0, so esptool skips the upload;
+    the legacy stub reboots into the ROM on FLASH_END(0) and is uploaded again."""
+    with FlashFile(tmp_path / "flash.bin", FLASH_SIZE) as flash:
+        loader = RomLoader(flash, Esp32Chip.for_board(UID, FLASH_SIZE))
+        with serve_tcp(loader, reset_on_connect=False) as server:
+            args = ("--stub-version", version, "flash-id")
+            first = esptool(server.url, *args, baud=115200).stdout
+            assert "Uploading stub flasher..." in first
+            assert loader.mode == (rl.STUB if version == "2" else rl.ROM)
+            second = esptool(server.url, *args, baud=115200).stdout
+            running = "Stub flasher is already running. No upload is necessary."
+            assert (running in second) == (version == "2")
+            assert "Detected flash size: 4MB" in second
+
+
 def test_erase_flash_needs_the_stub(board: tuple[str, FlashFile]) -> None:
     url, flash = board
     flash.program(0x3FF000, b"\x00" * 16)

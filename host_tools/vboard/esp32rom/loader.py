@@ -61,11 +61,12 @@ ROM_DEFLATE_ERROR = 0x0B
 STUB_BAD_DATA_LEN = 0xC0
 STUB_BAD_CHECKSUM = 0xC1
 STUB_BAD_BLOCKSIZE = 0xC2
+STUB_INVALID_COMMAND = 0xC3  # both stubs' answer to an op they do not know
 STUB_FAILED_SPI_OP = 0xC4
 STUB_NOT_IN_FLASH_MODE = 0xC6
 STUB_INFLATE_ERROR = 0xC7
+STUB_NOT_ENOUGH_DATA = 0xC8
 STUB_TOO_MUCH_DATA = 0xC9
-STUB_NOT_IMPLEMENTED = 0xFF
 
 SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
 # Real ESP32 ROMs answer a SYNC eight times with value 0x20120707 (traces in esptool and
@@ -133,9 +134,10 @@ class _ReadJob:
 class RomLoader:
     """One ESP32 in download mode. `send` gets every byte for the host; `on_baud(new)` is
     called when the UART's rate changes (CHANGE_BAUDRATE, reset); `on_leave(reason)` when
-    the chip leaves the loader: "run_user_code" (FLASH_END/FLASH_DEFL_END asking to run,
-    RUN_USER_CODE), "reboot" (FLASH_END asking to reboot) or "run_ram" (MEM_END starting an
-    image that is not esptool's stub). Without on_leave a reboot comes back to the ROM's
+    the chip leaves the loader: "run_user_code" (the ROM's FLASH_END/FLASH_DEFL_END asking
+    to run, the legacy stub's RUN_USER_CODE), "reboot" (the ROM's or the legacy stub's
+    FLASH_END asking to reboot) or "run_ram" (MEM_END starting an image that is not
+    esptool's stub). Without on_leave a reboot comes back to the ROM's
     download mode (the board's BOOT pin is taken as held) and the other two leave the loader
     silent until reset()."""
 
@@ -244,7 +246,7 @@ class RomLoader:
         handler = self._handlers[self.mode].get(op)
         try:
             if handler is None:
-                raise _Refused(ROM_INVALID_MESSAGE, STUB_NOT_IMPLEMENTED)
+                raise _Refused(ROM_INVALID_MESSAGE, STUB_INVALID_COMMAND)
             handler(op, data, chk)
         except _Refused as refused:
             self._error(op, refused)
@@ -424,12 +426,28 @@ class RomLoader:
 
     def _flash_end(self, op: int, data: bytes, chk: int) -> None:
         (run_user_code,) = self._words(data, 1)
+        dl = self._download
+        if self.mode == STUB:
+            # Both stubs refuse to end a download that is not complete (legacy stub:
+            # "not enough data", esp-flasher-stub: "bad data length").
+            if dl is None:
+                raise _Refused(ROM_FAILED_TO_ACT, STUB_NOT_IN_FLASH_MODE)
+            if dl.written < dl.size:
+                code = STUB_NOT_ENOUGH_DATA if self._legacy_stub() else STUB_BAD_DATA_LEN
+                raise _Refused(ROM_FAILED_TO_ACT, code)
         self._download = None
         self._reply(op)
         if self.mode == ROM:
             self._leave("run_user_code" if run_user_code else "reboot")
-        elif not run_user_code:
+        elif not run_user_code and self._legacy_stub():
             self._leave("reboot")  # the stub stays for "run user code": esptool goes on
+
+    def _legacy_stub(self) -> bool:
+        """The legacy stub (esptool-legacy-flasher-stub stub_flasher.c) answers FLASH_END(0)
+        with a software reset and RUN_USER_CODE by booting the app; esp-flasher-stub,
+        esptool 5's default, leaves both a TODO and keeps running, so a later SYNC finds the
+        stub (value 0) and esptool skips the upload."""
+        return self.stub is not None and self.stub.version == "1"
 
     def _flash_md5(self, op: int, data: bytes, chk: int) -> None:
         addr, size, _, _ = self._words(data, 4)
@@ -484,11 +502,11 @@ class RomLoader:
     def _read_flash_slow(self, op: int, data: bytes, chk: int) -> None:
         offset, length = self._words(data, 2)
         if length > READ_FLASH_SLOW_BLOCK:
-            raise _Refused(ROM_READ_LENGTH_ERROR, STUB_NOT_IMPLEMENTED)
+            raise _Refused(ROM_READ_LENGTH_ERROR, STUB_INVALID_COMMAND)
         try:
             self._flash_range(offset, length)
         except _Refused:
-            raise _Refused(ROM_FLASH_READ_ERROR, STUB_NOT_IMPLEMENTED) from None
+            raise _Refused(ROM_FLASH_READ_ERROR, STUB_INVALID_COMMAND) from None
         block = self.flash.read(offset, length)
         self._reply(op, block + b"\xff" * (READ_FLASH_SLOW_BLOCK - length))
 
@@ -538,4 +556,7 @@ class RomLoader:
             self._read_pump()
 
     def _run_user_code(self, op: int, data: bytes, chk: int) -> None:
-        self._leave("run_user_code")  # esptool sends it without waiting for a reply
+        # No reply. The legacy stub returns into the ROM's boot path and runs the app;
+        # esp-flasher-stub leaves this a TODO and simply goes on listening.
+        if self._legacy_stub():
+            self._leave("run_user_code")

@@ -13,13 +13,14 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import esptool as esptool_pkg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host_tools.vboard.esp32rom import (
@@ -179,6 +180,44 @@ def test_spi_user_command_reads_the_jedec_id(host: Host) -> None:
         host.reply(rl.WRITE_REG, struct.pack("<IIII", addr, value, 0xFFFFFFFF, 0))
     assert host.reply(rl.READ_REG, struct.pack("<I", base))[0] & (1 << 18) == 0  # done
     assert host.reply(rl.READ_REG, struct.pack("<I", base + 0x80))[0] == 0x1640C8
+
+
+COMMANDS = [rl.SYNC, rl.READ_REG, rl.WRITE_REG, rl.SPI_SET_PARAMS, rl.SPI_ATTACH]
+COMMANDS += [rl.FLASH_BEGIN, rl.FLASH_DATA, rl.FLASH_END, rl.FLASH_DEFL_BEGIN]
+COMMANDS += [rl.FLASH_DEFL_DATA, rl.FLASH_DEFL_END, rl.SPI_FLASH_MD5, rl.MEM_BEGIN]
+COMMANDS += [rl.MEM_DATA, rl.MEM_END, rl.READ_FLASH_SLOW, rl.GET_SECURITY_INFO, rl.ERASE_FLASH]
+COMMANDS += [rl.ERASE_REGION, rl.READ_FLASH, rl.RUN_USER_CODE, rl.CHANGE_BAUDRATE, 0x55]
+WORD = st.one_of(st.sampled_from([0, 1, 4, 0x400, 0x1000, 0xFFFFFFFF]), st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    packets=st.lists(
+        st.tuples(
+            st.sampled_from(COMMANDS),
+            st.one_of(
+                st.lists(WORD, max_size=6).map(lambda ws: struct.pack(f"<{len(ws)}I", *ws)),
+                st.binary(max_size=40),
+            ),
+            st.integers(0, 255),
+        ),
+        max_size=12,
+    ),
+    stub=st.booleans(),
+)
+def test_any_command_sequence_gets_answers_not_exceptions(
+    packets: list[tuple[int, bytes, int]], stub: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, FlashFile(Path(tmp) / "f.bin", 0x10000) as flash:
+        host = Host(RomLoader(flash, Esp32Chip(bytes(6), 0x10000)))
+        if stub:
+            upload_esptool_stub(host)
+        for op, data, chk in packets:
+            frames = host.command(op, data, chk)
+            if host.loader.mode == rl.APP:
+                break
+            if op != rl.RUN_USER_CODE:
+                assert frames and frames[0][:2] == bytes((1, op))
 
 
 def upload_esptool_stub(host: Host, version: str = "2") -> None:

@@ -32,6 +32,7 @@ from host_tools.vboard.esp32rom import (
     slip,
 )
 from host_tools.vboard.esp32rom import loader as rl
+from host_tools.vboard.esp32rom import protocol as wire
 
 FLASH_SIZE = 4 * 1024 * 1024
 UID = "a1b2c3d4e5f6"
@@ -126,33 +127,33 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 
 def test_rom_answers_sync_eight_times_and_reads_registers(host: Host) -> None:
-    frames = host.command(rl.SYNC, rl.SYNC_PAYLOAD)
+    frames = host.command(wire.SYNC, wire.SYNC_PAYLOAD)
     assert frames == [bytes.fromhex("010804000707122000000000")] * 8  # as real ESP32s answer
-    value, status = host.reply(rl.READ_REG, struct.pack("<I", 0x40001000))
+    value, status = host.reply(wire.READ_REG, struct.pack("<I", 0x40001000))
     assert (value, status) == (0x00F01D83, bytes(4))  # ESP32 chip-detect magic, 4 status bytes
 
 
 def test_garbled_packets_get_an_error_and_the_loader_goes_on(host: Host) -> None:
-    read_magic = struct.pack("<BBHI", 0, rl.READ_REG, 4, 0) + struct.pack("<I", 0x40001000)
-    bad_size = struct.pack("<BBHI", 0, rl.READ_REG, 9, 0) + struct.pack("<I", 0x40001000)
-    for wire in (
+    read_magic = struct.pack("<BBHI", 0, wire.READ_REG, 4, 0) + struct.pack("<I", 0x40001000)
+    bad_size = struct.pack("<BBHI", 0, wire.READ_REG, 9, 0) + struct.pack("<I", 0x40001000)
+    for line_bytes in (
         slip.encode(bad_size),  # size field disagrees with the data
         b"\xc0" + read_magic[:5] + b"\xdb\x01" + read_magic[5:] + b"\xc0",  # broken escape
         slip.encode(b"\x00\x0a\x04"),  # shorter than a header
     ):
-        (frame,) = host.raw(wire)
-        assert frame[1] == rl.READ_REG and frame[8:] == b"\x01\x05\x00\x00"  # invalid message
-    value, status = host.reply(rl.READ_REG, struct.pack("<I", 0x40001000))
+        (frame,) = host.raw(line_bytes)
+        assert frame[1] == wire.READ_REG and frame[8:] == b"\x01\x05\x00\x00"  # invalid message
+    value, status = host.reply(wire.READ_REG, struct.pack("<I", 0x40001000))
     assert (value, status) == (0x00F01D83, bytes(4))
     # An unknown command (GET_SECURITY_INFO is ESP32-S2 and later) and a bad checksum.
-    assert host.reply(rl.GET_SECURITY_INFO)[1] == b"\x01\x05\x00\x00"
-    host.reply(rl.FLASH_BEGIN, struct.pack("<IIII", 0x1000, 1, 0x400, 0x10000))
+    assert host.reply(wire.GET_SECURITY_INFO)[1] == b"\x01\x05\x00\x00"
+    host.reply(wire.FLASH_BEGIN, struct.pack("<IIII", 0x1000, 1, 0x400, 0x10000))
     block = b"\x12" * 0x400
     header = struct.pack("<IIII", len(block), 0, 0, 0)
-    bad = host.reply(rl.FLASH_DATA, header + block, chk=rl.checksum(block) ^ 1)
+    bad = host.reply(wire.FLASH_DATA, header + block, chk=wire.checksum(block) ^ 1)
     assert bad[1] == b"\x01\x07\x00\x00"  # invalid CRC: nothing written
     assert host.loader.flash.read(0x10000, 4) == b"\xff" * 4
-    assert host.reply(rl.FLASH_DATA, header + block, chk=rl.checksum(block))[1] == bytes(4)
+    assert host.reply(wire.FLASH_DATA, header + block, chk=wire.checksum(block))[1] == bytes(4)
     assert host.loader.flash.read(0x10000, 0x400) == block
     assert host.loader.counters["errors"] == 5
 
@@ -160,10 +161,10 @@ def test_garbled_packets_get_an_error_and_the_loader_goes_on(host: Host) -> None
 def test_rom_flash_write_error_when_data_lands_on_unerased_flash(host: Host) -> None:
     flash = host.loader.flash
     flash.program(0x20000, b"\x00" * 16)
-    host.reply(rl.FLASH_BEGIN, struct.pack("<IIII", 0, 1, 0x400, 0x20000))  # erases nothing
+    host.reply(wire.FLASH_BEGIN, struct.pack("<IIII", 0, 1, 0x400, 0x20000))  # erases nothing
     block = b"\xa5" * 0x400
     status = host.reply(
-        rl.FLASH_DATA, struct.pack("<IIII", len(block), 0, 0, 0) + block, rl.checksum(block)
+        wire.FLASH_DATA, struct.pack("<IIII", len(block), 0, 0, 0) + block, wire.checksum(block)
     )[1]
     assert status == b"\x01\x08\x00\x00"  # the ROM read the block back: flash write error
 
@@ -177,16 +178,15 @@ def test_spi_user_command_reads_the_jedec_id(host: Host) -> None:
         (base + 0x80, 0),
         (base + 0x00, 1 << 18),  # SPI_CMD_USR
     ):
-        host.reply(rl.WRITE_REG, struct.pack("<IIII", addr, value, 0xFFFFFFFF, 0))
-    assert host.reply(rl.READ_REG, struct.pack("<I", base))[0] & (1 << 18) == 0  # done
-    assert host.reply(rl.READ_REG, struct.pack("<I", base + 0x80))[0] == 0x1640C8
+        host.reply(wire.WRITE_REG, struct.pack("<IIII", addr, value, 0xFFFFFFFF, 0))
+    assert host.reply(wire.READ_REG, struct.pack("<I", base))[0] & (1 << 18) == 0  # done
+    assert host.reply(wire.READ_REG, struct.pack("<I", base + 0x80))[0] == 0x1640C8
 
 
-COMMANDS = [rl.SYNC, rl.READ_REG, rl.WRITE_REG, rl.SPI_SET_PARAMS, rl.SPI_ATTACH]
-COMMANDS += [rl.FLASH_BEGIN, rl.FLASH_DATA, rl.FLASH_END, rl.FLASH_DEFL_BEGIN]
-COMMANDS += [rl.FLASH_DEFL_DATA, rl.FLASH_DEFL_END, rl.SPI_FLASH_MD5, rl.MEM_BEGIN]
-COMMANDS += [rl.MEM_DATA, rl.MEM_END, rl.READ_FLASH_SLOW, rl.GET_SECURITY_INFO, rl.ERASE_FLASH]
-COMMANDS += [rl.ERASE_REGION, rl.READ_FLASH, rl.RUN_USER_CODE, rl.CHANGE_BAUDRATE, 0x55]
+OPS = "SYNC READ_REG WRITE_REG SPI_SET_PARAMS SPI_ATTACH FLASH_BEGIN FLASH_DATA FLASH_END"
+OPS += " FLASH_DEFL_BEGIN FLASH_DEFL_DATA FLASH_DEFL_END SPI_FLASH_MD5 MEM_BEGIN MEM_DATA MEM_END"
+OPS += " READ_FLASH_SLOW GET_SECURITY_INFO ERASE_FLASH ERASE_REGION READ_FLASH RUN_USER_CODE"
+COMMANDS = [getattr(wire, op) for op in (OPS + " CHANGE_BAUDRATE").split()] + [0x55]
 WORD = st.one_of(st.sampled_from([0, 1, 4, 0x400, 0x1000, 0xFFFFFFFF]), st.integers(0, 2**32 - 1))
 
 
@@ -216,7 +216,7 @@ def test_any_command_sequence_gets_answers_not_exceptions(
             frames = host.command(op, data, chk)
             if host.loader.mode == rl.APP:
                 break
-            if op != rl.RUN_USER_CODE:
+            if op != wire.RUN_USER_CODE:
                 assert frames and frames[0][:2] == bytes((1, op))
 
 
@@ -226,10 +226,10 @@ def upload_esptool_stub(host: Host, version: str = "2") -> None:
     stub = json.loads(stub_json.read_text())
     for key in ("text", "data"):
         seg = base64.b64decode(stub[key])
-        host.reply(rl.MEM_BEGIN, struct.pack("<IIII", len(seg), 1, 0x1800, stub[key + "_start"]))
+        host.reply(wire.MEM_BEGIN, struct.pack("<IIII", len(seg), 1, 0x1800, stub[key + "_start"]))
         body = struct.pack("<IIII", len(seg), 0, 0, 0) + seg
-        assert host.reply(rl.MEM_DATA, body, rl.checksum(seg))[1] == bytes(4)
-    frames = host.command(rl.MEM_END, struct.pack("<II", 0, stub["entry"]))
+        assert host.reply(wire.MEM_DATA, body, wire.checksum(seg))[1] == bytes(4)
+    frames = host.command(wire.MEM_END, struct.pack("<II", 0, stub["entry"]))
     assert frames[1:] == [b"OHAI"]  # the stub's greeting follows MEM_END's reply
 
 
@@ -238,13 +238,13 @@ def test_stub_read_flash_keeps_to_the_ack_window(host: Host) -> None:
     flash = host.loader.flash
     data = bytes(range(256)) * 48  # 3 packets of 0x1000
     flash.program(0x1000, data)
-    frames = host.command(rl.READ_FLASH, struct.pack("<IIII", 0x1000, len(data), 0x1000, 2))
+    frames = host.command(wire.READ_FLASH, struct.pack("<IIII", 0x1000, len(data), 0x1000, 2))
     assert frames[0][8:] == b"\x00\x00"  # the stub's 2 status bytes
     assert frames[1:] == [data[:0x1000], data[0x1000:0x2000]]  # two unacked packets, no more
     assert host.raw(slip.encode(struct.pack("<I", 0x1000))) == [data[0x2000:]]
     assert host.raw(slip.encode(struct.pack("<I", 0x2000))) == []
     assert host.raw(slip.encode(struct.pack("<I", 0x3000))) == [hashlib.md5(data).digest()]
-    assert host.reply(rl.READ_REG, struct.pack("<I", 0x40001000)) == (0x00F01D83, b"\x00\x00")
+    assert host.reply(wire.READ_REG, struct.pack("<I", 0x40001000)) == (0x00F01D83, b"\x00\x00")
 
 
 def test_ram_code_that_is_not_the_stub_runs_and_the_loader_falls_silent(tmp_path: Path) -> None:
@@ -253,13 +253,14 @@ def test_ram_code_that_is_not_the_stub_runs_and_the_loader_falls_silent(tmp_path
         loader = RomLoader(flash, Esp32Chip.for_board(UID, FLASH_SIZE), on_leave=left.append)
         host = Host(loader)
         code = b"\x36\x41\x00" * 4
-        host.reply(rl.MEM_BEGIN, struct.pack("<IIII", len(code), 1, 0x1800, 0x40080000))
-        host.reply(rl.MEM_DATA, struct.pack("<IIII", len(code), 0, 0, 0) + code, rl.checksum(code))
-        assert len(host.command(rl.MEM_END, struct.pack("<II", 0, 0x40080000))) == 1
+        host.reply(wire.MEM_BEGIN, struct.pack("<IIII", len(code), 1, 0x1800, 0x40080000))
+        body = struct.pack("<IIII", len(code), 0, 0, 0) + code
+        host.reply(wire.MEM_DATA, body, wire.checksum(code))
+        assert len(host.command(wire.MEM_END, struct.pack("<II", 0, 0x40080000))) == 1
         assert left == ["run_ram"] and loader.mode == rl.APP
-        assert host.command(rl.SYNC, rl.SYNC_PAYLOAD) == []
+        assert host.command(wire.SYNC, wire.SYNC_PAYLOAD) == []
         loader.reset()
-        assert len(host.command(rl.SYNC, rl.SYNC_PAYLOAD)) == 8
+        assert len(host.command(wire.SYNC, wire.SYNC_PAYLOAD)) == 8
 
 
 def test_change_baudrate_answers_at_the_old_rate_then_switches(host: Host) -> None:
@@ -269,7 +270,7 @@ def test_change_baudrate_answers_at_the_old_rate_then_switches(host: Host) -> No
     loader.on_baud = lambda baud: events.append(("baud", baud))
     loader.feed(
         slip.encode(
-            struct.pack("<BBHI", 0, rl.CHANGE_BAUDRATE, 8, 0) + struct.pack("<II", 921600, 0)
+            struct.pack("<BBHI", 0, wire.CHANGE_BAUDRATE, 8, 0) + struct.pack("<II", 921600, 0)
         )
     )
     assert events == [("reply", 115200), ("baud", 921600)]

@@ -6,9 +6,10 @@ SLIP frames (slip.py). A command is <dir=0, op, size:u16, checksum:u32> + data; 
 <dir=1, op, size:u16, value:u32> + data + status. The ESP32 ROM ends a reply with 4 status
 bytes (status, error, 2 reserved), the stub with 2 (esptool docs "Serial Protocol", Status
 bytes; loader.py check_command). Every number below comes from esptool 5.6.0's loader.py and
-targets/esp32.py or from that protocol page; where the ROM's behaviour is not documented
-(the reply to an unknown command, which values a reply's `value` field carries) we follow
-traces of real chips posted in esptool's issues, and say so.
+targets/esp32.py or from that protocol page (the numbers are in protocol.py). Where the ROM's
+behaviour is not documented we follow traces of real chips posted in esptool's issues (eight
+SYNC replies; a reply's `value` is the last word the ROM read) and the stubs' sources; the
+ROM's reply to an op it does not know (same op, status 1, error 0x05) is our assumption.
 
 Nothing here raises to the caller: a malformed packet, an unknown command or a flash access
 out of range becomes an error reply, as on the chip."""
@@ -20,64 +21,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from host_tools.vboard.esp32rom import protocol as wire
 from host_tools.vboard.esp32rom import slip, stubs
 from host_tools.vboard.esp32rom.chip import Esp32Chip
 from host_tools.vboard.esp32rom.flashfile import SECTOR_SIZE, FlashFile
-
-# Commands (esptool ESPLoader.ESP_CMDS).
-FLASH_BEGIN = 0x02
-FLASH_DATA = 0x03
-FLASH_END = 0x04
-MEM_BEGIN = 0x05
-MEM_END = 0x06
-MEM_DATA = 0x07
-SYNC = 0x08
-WRITE_REG = 0x09
-READ_REG = 0x0A
-SPI_SET_PARAMS = 0x0B
-SPI_ATTACH = 0x0D
-READ_FLASH_SLOW = 0x0E
-CHANGE_BAUDRATE = 0x0F
-FLASH_DEFL_BEGIN = 0x10
-FLASH_DEFL_DATA = 0x11
-FLASH_DEFL_END = 0x12
-SPI_FLASH_MD5 = 0x13
-GET_SECURITY_INFO = 0x14
-ERASE_FLASH = 0xD0
-ERASE_REGION = 0xD1
-READ_FLASH = 0xD2
-RUN_USER_CODE = 0xD3
-
-# ROM loader error codes (docs "ROM Loader Errors"); sent as status 1, error code, 0, 0.
-ROM_INVALID_MESSAGE = 0x05
-ROM_FAILED_TO_ACT = 0x06
-ROM_INVALID_CRC = 0x07
-ROM_FLASH_WRITE_ERROR = 0x08
-ROM_FLASH_READ_ERROR = 0x09
-ROM_READ_LENGTH_ERROR = 0x0A
-ROM_DEFLATE_ERROR = 0x0B
-
-# Stub error codes (esptool util.py FatalError.WithResult: 0xC000.. is "<code> 00").
-STUB_BAD_DATA_LEN = 0xC0
-STUB_BAD_CHECKSUM = 0xC1
-STUB_BAD_BLOCKSIZE = 0xC2
-STUB_INVALID_COMMAND = 0xC3  # both stubs' answer to an op they do not know
-STUB_FAILED_SPI_OP = 0xC4
-STUB_NOT_IN_FLASH_MODE = 0xC6
-STUB_INFLATE_ERROR = 0xC7
-STUB_NOT_ENOUGH_DATA = 0xC8
-STUB_TOO_MUCH_DATA = 0xC9
-
-SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
-# Real ESP32 ROMs answer a SYNC eight times with value 0x20120707 (traces in esptool and
-# esptool-js issues); esptool reads all eight, and takes value 0 for "the stub is running".
-SYNC_REPLIES = 8
-ROM_SYNC_VALUE = 0x20120707
-CHECKSUM_SEED = 0xEF  # ESPLoader.ESP_CHECKSUM_MAGIC
-ROM_BAUD = 115200
-ROM_DEFAULT_FLASH_SIZE = 2 * 1024 * 1024  # "The ROM defaults to 2MB flash size" (cmds.py)
-READ_FLASH_SLOW_BLOCK = 64  # ESP32ROM.read_flash_slow: the ROM answers 64 bytes per command
-OHAI = b"OHAI"  # the stub's greeting, the only unsolicited packet (docs)
 
 ROM = "rom"
 STUB = "stub"
@@ -94,15 +41,7 @@ class _Refused(Exception):
 
 
 def _invalid() -> _Refused:
-    return _Refused(ROM_INVALID_MESSAGE, STUB_BAD_DATA_LEN)
-
-
-def checksum(data: bytes) -> int:
-    """The 8-bit XOR checksum of a data packet's payload (docs "Checksum")."""
-    state = CHECKSUM_SEED
-    for b in data:
-        state ^= b
-    return state
+    return _Refused(wire.ROM_INVALID_MESSAGE, wire.STUB_BAD_DATA_LEN)
 
 
 @dataclass
@@ -156,7 +95,7 @@ class RomLoader:
         self.on_baud = on_baud
         self.on_leave = on_leave
         self.counters = {"commands": 0, "errors": 0, "garbled_frames": 0, "resets": 0}
-        self.baud = ROM_BAUD
+        self.baud = wire.ROM_BAUD
         self._handlers = self._handler_tables()
         self.reset()
         self.counters["resets"] = 0
@@ -173,11 +112,11 @@ class RomLoader:
         self._mem_segments: dict[int, bytearray] = {}
         self._mem: tuple[int, int, int] | None = None  # offset, size, block size
         self._value = 0  # the ROM's reply "value": the last word it read
-        self.flash_limit = ROM_DEFAULT_FLASH_SIZE
+        self.flash_limit = wire.ROM_DEFAULT_FLASH_SIZE
         self.spi_attached = False
         self.chip.reset()
         self.counters["resets"] += 1
-        self._set_baud(ROM_BAUD)
+        self._set_baud(wire.ROM_BAUD)
 
     def _set_baud(self, baud: int) -> None:
         changed = baud != self.baud
@@ -246,41 +185,41 @@ class RomLoader:
         handler = self._handlers[self.mode].get(op)
         try:
             if handler is None:
-                raise _Refused(ROM_INVALID_MESSAGE, STUB_INVALID_COMMAND)
+                raise _Refused(wire.ROM_INVALID_MESSAGE, wire.STUB_INVALID_COMMAND)
             handler(op, data, chk)
         except _Refused as refused:
             self._error(op, refused)
         except (ValueError, OSError, zlib.error, struct.error):
-            self._error(op, _Refused(ROM_FAILED_TO_ACT, STUB_FAILED_SPI_OP))
+            self._error(op, _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_FAILED_SPI_OP))
 
     def _handler_tables(self) -> dict[str, dict[int, Callable[[int, bytes, int], None]]]:
         common = {
-            SYNC: self._sync,
-            READ_REG: self._read_reg,
-            WRITE_REG: self._write_reg,
-            SPI_SET_PARAMS: self._spi_set_params,
-            SPI_ATTACH: self._spi_attach,
-            CHANGE_BAUDRATE: self._change_baudrate,
-            FLASH_BEGIN: self._flash_begin,
-            FLASH_DATA: self._flash_data,
-            FLASH_END: self._flash_end,
-            FLASH_DEFL_BEGIN: self._flash_begin,
-            FLASH_DEFL_DATA: self._flash_defl_data,
-            FLASH_DEFL_END: self._flash_end,
-            SPI_FLASH_MD5: self._flash_md5,
-            MEM_BEGIN: self._mem_begin,
-            MEM_DATA: self._mem_data,
-            MEM_END: self._mem_end,
+            wire.SYNC: self._sync,
+            wire.READ_REG: self._read_reg,
+            wire.WRITE_REG: self._write_reg,
+            wire.SPI_SET_PARAMS: self._spi_set_params,
+            wire.SPI_ATTACH: self._spi_attach,
+            wire.CHANGE_BAUDRATE: self._change_baudrate,
+            wire.FLASH_BEGIN: self._flash_begin,
+            wire.FLASH_DATA: self._flash_data,
+            wire.FLASH_END: self._flash_end,
+            wire.FLASH_DEFL_BEGIN: self._flash_begin,
+            wire.FLASH_DEFL_DATA: self._flash_defl_data,
+            wire.FLASH_DEFL_END: self._flash_end,
+            wire.SPI_FLASH_MD5: self._flash_md5,
+            wire.MEM_BEGIN: self._mem_begin,
+            wire.MEM_DATA: self._mem_data,
+            wire.MEM_END: self._mem_end,
         }
         # GET_SECURITY_INFO is ESP32-S2 and later: neither the ESP32 ROM nor, here, the stub
         # knows it; READ_FLASH_SLOW is the ROM's only way to read flash.
-        rom = {**common, READ_FLASH_SLOW: self._read_flash_slow}
+        rom = {**common, wire.READ_FLASH_SLOW: self._read_flash_slow}
         stub = {
             **common,
-            ERASE_FLASH: self._erase_flash,
-            ERASE_REGION: self._erase_region,
-            READ_FLASH: self._read_flash,
-            RUN_USER_CODE: self._run_user_code,
+            wire.ERASE_FLASH: self._erase_flash,
+            wire.ERASE_REGION: self._erase_region,
+            wire.READ_FLASH: self._read_flash,
+            wire.RUN_USER_CODE: self._run_user_code,
         }
         return {ROM: rom, STUB: stub, APP: {}}
 
@@ -299,8 +238,8 @@ class RomLoader:
         payload = data[16:]
         if length != len(payload):
             raise _invalid()
-        if checksum(payload) != chk & 0xFF:
-            raise _Refused(ROM_INVALID_CRC, STUB_BAD_CHECKSUM)
+        if wire.checksum(payload) != chk & 0xFF:
+            raise _Refused(wire.ROM_INVALID_CRC, wire.STUB_BAD_CHECKSUM)
         return seq, payload
 
     def _flash_range(self, offset: int, length: int) -> None:
@@ -308,17 +247,17 @@ class RomLoader:
         stub and the chip itself stop at the physical end."""
         limit = self.flash_limit if self.mode == ROM else self.flash.size
         if offset < 0 or length < 0 or offset + length > min(limit, self.flash.size):
-            raise _Refused(ROM_FAILED_TO_ACT, STUB_FAILED_SPI_OP)
+            raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_FAILED_SPI_OP)
 
     # -- commands both loaders know -----------------------------------------------------
 
     def _sync(self, op: int, data: bytes, chk: int) -> None:
-        if data != SYNC_PAYLOAD:
+        if data != wire.SYNC_PAYLOAD:
             raise _invalid()
-        value = ROM_SYNC_VALUE if self.mode == ROM else 0
+        value = wire.ROM_SYNC_VALUE if self.mode == ROM else 0
         if self.mode == ROM:
             self._value = value
-        for _ in range(SYNC_REPLIES):
+        for _ in range(wire.SYNC_REPLIES):
             self._reply(op, value=value)
 
     def _read_reg(self, op: int, data: bytes, chk: int) -> None:
@@ -358,14 +297,14 @@ class RomLoader:
         # ESP32 ROM: 4 words; the stub also takes a 5th, the encrypted-write flag.
         words = self._words(data, 4) if self.mode == ROM else self._words(data, 4, 5)
         size, _blocks, block_size, offset = words[:4]
-        if len(words) == 5 and words[4]:
-            raise _Refused(ROM_FAILED_TO_ACT, STUB_FAILED_SPI_OP)  # no flash encryption here
+        if len(words) == 5 and words[4]:  # an encrypted write: no flash encryption here
+            raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_FAILED_SPI_OP)
         if block_size == 0 or block_size > 0x10000:
-            raise _Refused(ROM_INVALID_MESSAGE, STUB_BAD_BLOCKSIZE)
+            raise _Refused(wire.ROM_INVALID_MESSAGE, wire.STUB_BAD_BLOCKSIZE)
         self._flash_range(offset, size)
         if self.mode == ROM and size:
             self.flash.erase(offset, size)  # the ROM erases up front, the stub as it writes
-        compressed = op == FLASH_DEFL_BEGIN
+        compressed = op == wire.FLASH_DEFL_BEGIN
         self._download = _Download(
             offset,
             size,
@@ -389,12 +328,12 @@ class RomLoader:
                     dl.erased.add(sector)
         written = self.flash.program(pos, data)
         if self.mode == ROM and written != data:
-            raise _Refused(ROM_FLASH_WRITE_ERROR, STUB_FAILED_SPI_OP)
+            raise _Refused(wire.ROM_FLASH_WRITE_ERROR, wire.STUB_FAILED_SPI_OP)
 
     def _flash_data(self, op: int, data: bytes, chk: int) -> None:
         dl = self._download
         if dl is None or dl.compressed:
-            raise _Refused(ROM_FAILED_TO_ACT, STUB_NOT_IN_FLASH_MODE)
+            raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_NOT_IN_FLASH_MODE)
         seq, payload = self._data_packet(data, chk)
         pos = seq * dl.block_size  # by sequence number: a repeated block lands in place
         if self.mode == STUB:
@@ -406,19 +345,19 @@ class RomLoader:
     def _flash_defl_data(self, op: int, data: bytes, chk: int) -> None:
         dl = self._download
         if dl is None or not dl.compressed or dl.inflater is None:
-            raise _Refused(ROM_FAILED_TO_ACT, STUB_NOT_IN_FLASH_MODE)
+            raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_NOT_IN_FLASH_MODE)
         seq, payload = self._data_packet(data, chk)
         if seq == dl.next_seq - 1:
             self._reply(op)  # esptool resent a block whose reply it lost: already inflated
             return
         if seq != dl.next_seq:
-            raise _Refused(ROM_INVALID_MESSAGE, STUB_BAD_DATA_LEN)
+            raise _Refused(wire.ROM_INVALID_MESSAGE, wire.STUB_BAD_DATA_LEN)
         try:
             out = dl.inflater.decompress(payload)
         except zlib.error:
-            raise _Refused(ROM_DEFLATE_ERROR, STUB_INFLATE_ERROR) from None
+            raise _Refused(wire.ROM_DEFLATE_ERROR, wire.STUB_INFLATE_ERROR) from None
         if dl.written + len(out) > dl.size:
-            raise _Refused(ROM_DEFLATE_ERROR, STUB_TOO_MUCH_DATA)
+            raise _Refused(wire.ROM_DEFLATE_ERROR, wire.STUB_TOO_MUCH_DATA)
         self._program(dl, dl.offset + dl.written, out)
         dl.written += len(out)
         dl.next_seq += 1
@@ -431,10 +370,10 @@ class RomLoader:
             # Both stubs refuse to end a download that is not complete (legacy stub:
             # "not enough data", esp-flasher-stub: "bad data length").
             if dl is None:
-                raise _Refused(ROM_FAILED_TO_ACT, STUB_NOT_IN_FLASH_MODE)
+                raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_NOT_IN_FLASH_MODE)
             if dl.written < dl.size:
-                code = STUB_NOT_ENOUGH_DATA if self._legacy_stub() else STUB_BAD_DATA_LEN
-                raise _Refused(ROM_FAILED_TO_ACT, code)
+                code = wire.STUB_NOT_ENOUGH_DATA if self._legacy_stub() else wire.STUB_BAD_DATA_LEN
+                raise _Refused(wire.ROM_FAILED_TO_ACT, code)
         self._download = None
         self._reply(op)
         if self.mode == ROM:
@@ -454,7 +393,7 @@ class RomLoader:
         try:
             self._flash_range(addr, size)
         except _Refused:
-            raise _Refused(ROM_FLASH_READ_ERROR, STUB_FAILED_SPI_OP) from None
+            raise _Refused(wire.ROM_FLASH_READ_ERROR, wire.STUB_FAILED_SPI_OP) from None
         digest = self.flash.md5(addr, size)
         # The ROM answers 32 lowercase hex digits, the stub 16 raw bytes (docs; esptool
         # compares the ROM's text with hashlib's hexdigest()).
@@ -470,7 +409,7 @@ class RomLoader:
 
     def _mem_data(self, op: int, data: bytes, chk: int) -> None:
         if self._mem is None:
-            raise _Refused(ROM_FAILED_TO_ACT, STUB_NOT_IN_FLASH_MODE)
+            raise _Refused(wire.ROM_FAILED_TO_ACT, wire.STUB_NOT_IN_FLASH_MODE)
         seq, payload = self._data_packet(data, chk)
         offset, size, block_size = self._mem
         pos = seq * block_size
@@ -495,20 +434,20 @@ class RomLoader:
         self.stub = stub
         self._download = None
         self.spi_attached = True  # the stub attaches the flash when it starts
-        self._send_packet(OHAI)
+        self._send_packet(wire.OHAI)
 
     # -- ROM only ------------------------------------------------------------------------
 
     def _read_flash_slow(self, op: int, data: bytes, chk: int) -> None:
         offset, length = self._words(data, 2)
-        if length > READ_FLASH_SLOW_BLOCK:
-            raise _Refused(ROM_READ_LENGTH_ERROR, STUB_INVALID_COMMAND)
+        if length > wire.READ_FLASH_SLOW_BLOCK:
+            raise _Refused(wire.ROM_READ_LENGTH_ERROR, wire.STUB_INVALID_COMMAND)
         try:
             self._flash_range(offset, length)
         except _Refused:
-            raise _Refused(ROM_FLASH_READ_ERROR, STUB_INVALID_COMMAND) from None
+            raise _Refused(wire.ROM_FLASH_READ_ERROR, wire.STUB_INVALID_COMMAND) from None
         block = self.flash.read(offset, length)
-        self._reply(op, block + b"\xff" * (READ_FLASH_SLOW_BLOCK - length))
+        self._reply(op, block + b"\xff" * (wire.READ_FLASH_SLOW_BLOCK - length))
 
     # -- stub only -------------------------------------------------------------------------
 
@@ -521,7 +460,7 @@ class RomLoader:
     def _erase_region(self, op: int, data: bytes, chk: int) -> None:
         offset, size = self._words(data, 2)
         if offset % SECTOR_SIZE or size % SECTOR_SIZE:
-            raise _Refused(ROM_INVALID_MESSAGE, STUB_BAD_DATA_LEN)
+            raise _Refused(wire.ROM_INVALID_MESSAGE, wire.STUB_BAD_DATA_LEN)
         self._flash_range(offset, size)
         self.flash.erase(offset, size)
         self._reply(op)

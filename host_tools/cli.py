@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -257,6 +258,108 @@ def cmd_build_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flash_payload(args: argparse.Namespace, work: Path, config: dict | None = None):
+    from host_tools.flash.payload import build_payload, load_config
+
+    config = load_config(args.config) if config is None else config
+    return build_payload(args.board, work, firmware=args.firmware, config=config)
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from host_tools.flash.errors import FlashError
+    from host_tools.flash.flasher import flash_board
+    from host_tools.flash.payload import check_device_id
+    from host_tools.flash.progress import StageLines
+
+    if args.device_id:
+        check_device_id(args.device_id)
+    lines = StageLines()
+    with tempfile.TemporaryDirectory(prefix="albatross-flash-") as tmp:
+        payload = _flash_payload(args, Path(tmp))
+    what = "full flash" if payload.flash is not None else "filesystem only"
+    lines.done(
+        "image", f"{args.board}: app {payload.app_version}, {what}, {payload.write_size} bytes"
+    )
+    report = flash_board(
+        args.port,
+        payload,
+        device_id=args.device_id,
+        baud=args.baud,
+        boot_timeout=args.boot_timeout,
+        on_stage=lines.done,
+        on_progress=lines.progress,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), sort_keys=True), flush=True)
+    if report.result != "ok":
+        raise FlashError(report.error or "failed", stage=report.stage)
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from host_tools.flash.fleet import (
+        REPORT_CSV,
+        REPORT_JSON,
+        TrayLines,
+        fleet_flash,
+        read_devices,
+    )
+
+    ports = [p.strip() for p in args.ports.split(",") if p.strip()]
+    if not ports:
+        raise ValueError("--ports lists no port")
+    rows = read_devices(args.devices)
+    config = None
+    with tempfile.TemporaryDirectory(prefix="albatross-fleet-") as tmp:
+        payload = _flash_payload(args, Path(tmp), config)
+    if "device_id" in payload.config:
+        raise ValueError(
+            "--config sets device_id, which must differ per board: put it in devices.csv"
+        )
+    lines = TrayLines(ports)
+    t = time.monotonic()
+    reports, _rows = fleet_flash(
+        ports, rows, payload, args.out, baud=args.baud, boot_timeout=args.boot_timeout, lines=lines
+    )
+    wall = time.monotonic() - t
+    counts = {k: sum(r.result == k for r in reports) for k in ("ok", "skipped", "failed")}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    print(
+        f"fleet: {summary} of {len(reports)} in {wall:.1f} s; report "
+        f"{args.out / REPORT_CSV}, {args.out / REPORT_JSON}",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], sort_keys=True))
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _flash_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", required=True, help="board folder under boards/")
+    p.add_argument(
+        "--firmware",
+        type=Path,
+        help="the board's stock MicroPython build (combined .bin): write the whole flash; "
+        "without it only the filesystem partition is written",
+    )
+    p.add_argument("--config", type=Path, help="device settings, .toml or .json")
+    p.add_argument(
+        "--baud", type=int, default=921600, help="flashing baud rate (default: %(default)s)"
+    )
+    p.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wait this long for the first boot's status; 0: do not wait (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -400,6 +503,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_build_image)
+
+    p = sub.add_parser(
+        "flash",
+        help="flash, provision and boot one board over USB (esptool)",
+        description="Connect (DTR/RTS into download mode), check the chip and its flash size "
+        "against the board, write the image with the device id and config in its "
+        "config.json, verify (MD5), hard-reset, and wait for the firmware's status on the "
+        "console. One line per stage on stderr.",
+        epilog="exit status: 0 when the board runs the image; 2 with one line on stderr "
+        "otherwise (port missing or busy, no answer, wrong chip, flash too small, verify "
+        "mismatch, no first boot).",
+    )
+    p.add_argument(
+        "--port", required=True, help="serial port: /dev/ttyUSB0, rfc2217://HOST:PORT, ..."
+    )
+    p.add_argument(
+        "--device-id", help="the board's device id (default: the firmware's own, alb-<MAC hex>)"
+    )
+    _flash_args(p)
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("fleet", help="operations on a tray of boards")
+    fleet = p.add_subparsers(dest="fleet_command", required=True)
+    p = fleet.add_parser(
+        "flash",
+        help="flash a tray of boards at once",
+        description="Flash every port at once (one thread each), one line per port. "
+        "devices.csv: a header, then per board a port or mac column, device_id (empty: "
+        "alb-<MAC hex>) and any config keys as further columns. The report, one row per "
+        "board, goes to OUT/fleet-report.csv and .json; a rerun skips the boards it shows "
+        "done with the same image and config.",
+        epilog="exit status: 0 when every board is done, 1 when any failed, 2 when nothing "
+        "could start (bad devices.csv, image, ...).",
+    )
+    p.add_argument("--ports", required=True, help="comma-separated serial ports")
+    p.add_argument("--devices", type=Path, required=True, help="devices.csv")
+    p.add_argument(
+        "-o", "--out", type=Path, default=Path("."), help="report folder (default: here)"
+    )
+    _flash_args(p)
+    p.set_defaults(func=cmd_fleet)
     return parser
 
 

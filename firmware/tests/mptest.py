@@ -38,10 +38,18 @@ class TempDir:
     with its files (MicroPython has no tempfile)."""
 
     def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/albatross_test_%08x" % (base.rstrip("/"), random.getrandbits(32))
-        os.mkdir(self.path)
-        return self.path
+        base = (os.getenv("TMPDIR") or "/tmp").rstrip("/")
+        # mkdir is the arbiter: another process may draw the same name (hypothesis seeds the
+        # `random` module alike in every worker), so a taken name means draw again.
+        for n in range(1000):
+            self.path = "%s/albatross_test_%08x_%d" % (base, random.getrandbits(32), n)
+            try:
+                os.mkdir(self.path)
+                return self.path
+            except OSError as e:
+                if (e.args[0] if e.args else None) != 17:  # EEXIST
+                    raise
+        raise OSError("no free temporary directory name under " + base)
 
     def __exit__(self, *exc):
         _remove_tree(self.path)

@@ -191,9 +191,11 @@ def open_session(
 def open_port(url: str, baud: int = 115200) -> serial.SerialBase:
     """The port at `url`, locked against other programs that lock it (mpremote, another
     albatross): two readers would each get half of every reply."""
+    # pyserial's rfc2217 client refuses any write timeout (NotImplementedError on open).
+    write_timeout = None if url.startswith("rfc2217:") else 5
     try:
         return serial.serial_for_url(
-            url, baudrate=baud, timeout=_POLL_S, write_timeout=5, exclusive=True
+            url, baudrate=baud, timeout=_POLL_S, write_timeout=write_timeout, exclusive=True
         )
     except (serial.SerialException, ValueError) as e:
         why = str(e)

@@ -19,7 +19,6 @@ Expected failures raise FlashError subclasses (errors.py) with one line of text.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import re
@@ -27,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import serial
 from esptool.cmds import attach_flash, detect_chip, detect_flash_size, write_flash
 from esptool.util import FatalError, flash_size_bytes
 
@@ -35,6 +33,7 @@ from host_tools import image as img
 from host_tools.console.protocol import CliError
 from host_tools.flash import errors as fe
 from host_tools.flash.payload import Payload, check_device_id, device_id_from_mac
+from host_tools.flash.ports import open_port
 from host_tools.flash.progress import esptool_output, progress_to
 
 ROM_BAUD = 115200
@@ -43,6 +42,10 @@ HOLD_BOOT_HINT = (
     "hold BOOT (IO0), press and release EN, release BOOT, then run again; "
     "or check the port is the board's"
 )
+
+# The virtual board (boards/unix_sim) stands in for an ESP32 module: in download mode its USB
+# port answers as an ESP32 (host_tools/vboard/esp32rom), so that is the chip to expect.
+VIRTUAL_MCU = {"unix-sim": "esp32"}
 
 StageDone = Callable[[str, str], None]
 Progress = Callable[[str, int, int], None]
@@ -108,31 +111,6 @@ class _Stages:
             self.on_done(self.current, f"{text} ({took:.1f} s)")
 
 
-def open_port(url: str) -> serial.SerialBase:
-    """The port, opened and locked; PortError saying missing or busy."""
-    try:
-        port = serial.serial_for_url(url, exclusive=True, do_not_open=True)
-        port.baudrate = ROM_BAUD
-        port.open()
-        return port
-    except (serial.SerialException, ValueError, OSError) as e:
-        raise fe.PortError(f"cannot open {url}: {_port_problem(e)}") from None
-
-
-def _port_problem(e: Exception) -> str:
-    text = str(e)
-    code = getattr(e, "errno", None)
-    if "exclusively lock" in text or code == errno.EBUSY or "busy" in text.lower():
-        return "the port is busy (another program has it open: albatross console, mpremote?)"
-    if code == errno.ENOENT or "No such file" in text or "Errno 2" in text:
-        return "no such port (is the board plugged in?)"
-    if "refused" in text.lower() or code == errno.ECONNREFUSED:
-        return "connection refused (nothing serves that port)"
-    if code == errno.EACCES or "Permission denied" in text:
-        return "permission denied (add yourself to the dialout group)"
-    return text
-
-
 def _connect_error(url: str, e: FatalError) -> fe.FlashError:
     text = str(e)
     if "Wrong boot mode" in text:
@@ -166,7 +144,8 @@ _WROTE = re.compile(r"Wrote \d+ bytes \((\d+) compressed\)")
 def board_requirements(board: str) -> tuple[str, int]:
     """(MCU as esptool names it, flash size in bytes) from the board's board.json."""
     info = img.board_info(board)
-    mcu = str(info.get("mcu") or "").upper()
+    mcu = str(info.get("mcu") or "")
+    mcu = VIRTUAL_MCU.get(mcu, mcu).upper()
     size = int((info.get("flash") or {}).get("size") or 0)
     if not mcu or not size:
         raise fe.FlashError(

@@ -140,7 +140,7 @@ class StageLines:
     def progress(self, stage: str, done: int, total: int) -> None:
         if not self.tty:
             return
-        text = f"{bar(done, total)}  {human_bytes(done)} of {human_bytes(total)}"
+        text = f"{bar(done, total)}  {human_bytes(done)} of {human_bytes(total)} sent"
         self.stream.write("\r\x1b[K" + self._line(stage, text))
         self.stream.flush()
         self._open = True

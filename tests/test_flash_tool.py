@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -25,7 +26,7 @@ from host_tools import flash_layout as fl
 from host_tools import image as img
 from host_tools.cli import main as cli_main
 from host_tools.flash.flasher import flash_board
-from host_tools.flash.fleet import read_devices
+from host_tools.flash.fleet import TrayLines, read_devices
 from host_tools.flash.payload import Payload, build_payload, device_id_from_mac
 from host_tools.vboard import esp32boot
 from host_tools.vboard.esp32rom import Esp32Chip, FlashFile, RomLoader, serve_tcp
@@ -255,6 +256,20 @@ def test_no_answer_gives_the_boot_button_hint(payload: Payload) -> None:
     assert "no answer" in (report.error or "") and "hold BOOT" in (report.error or "")
 
 
+def test_no_first_boot_fails_the_boot_stage_with_what_the_console_showed(
+    payload: Payload, tmp_path: Path
+) -> None:
+    """Over a plain socket nothing resets the chip: the loader stays in download mode, no
+    firmware prompt comes, and the flash fails at its last stage, saying so."""
+    with esp32(tmp_path / "flash.bin") as (url, _):
+        report = flash_board(url, payload, boot_timeout=2)
+    assert (report.result, report.stage) == ("failed", "boot")
+    error = report.error or ""
+    assert error.startswith(f"no first boot on {url} within 2 s") and "\n" not in error
+    assert "only the filesystem was written" in error and "--firmware" in error
+    assert report.stages["write"] > 0  # everything before it was done
+
+
 # -- fleet ------------------------------------------------------------------------------
 
 
@@ -307,6 +322,32 @@ def test_fleet_flashes_a_tray_reports_and_skips_on_rerun(
         assert config_on_flash(boards[0][1], 0x200000, 2 * MB)["interval_s"] == 21
     report = json.loads((out / "fleet-report.json").read_text())["devices"]
     assert len(report) == 3 and all(r["seconds"] > 0 for r in report)
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tray_lines_redraw_one_line_per_port_on_a_terminal() -> None:
+    tty = FakeTty()
+    lines = TrayLines(["/dev/ttyUSB0", "/dev/ttyUSB10"], tty)
+    lines.stage("/dev/ttyUSB0", "connect", "ESP32")
+    lines.progress("/dev/ttyUSB10", "write", 50, 100)  # within 0.1 s: not drawn yet
+    lines.last = 0.0
+    lines.progress("/dev/ttyUSB10", "write", 60, 100)
+    frames = tty.getvalue().split("\x1b[2A")  # back up over both lines, then redraw
+    assert len(frames) == 2
+    last = frames[-1].replace("\r\x1b[K", "").splitlines()
+    assert last == [
+        "/dev/ttyUSB0   connect   ESP32",
+        "/dev/ttyUSB10  write     [##############----------]  60%  60 B",
+    ]
+    log = io.StringIO()  # not a terminal: a line per stage, no bars
+    lines = TrayLines(["/dev/ttyUSB0"], log)
+    lines.progress("/dev/ttyUSB0", "write", 1, 2)
+    lines.stage("/dev/ttyUSB0", "verify", "MD5 matches")
+    assert log.getvalue() == "fleet: /dev/ttyUSB0  verify    MD5 matches\n"
 
 
 @pytest.mark.parametrize(

@@ -347,7 +347,17 @@ def _run(
         report.result = "ok"
         return
     stages.start("boot")
-    report.status = wait_first_boot(url, report.device_id or "", payload.app_version, boot_timeout)
+    try:
+        report.status = wait_first_boot(
+            url, report.device_id or "", payload.app_version, boot_timeout
+        )
+    except fe.BootFailed as e:
+        if payload.flash is None:  # the board was meant to run MicroPython already
+            raise fe.BootFailed(
+                f"{e} (only the filesystem was written: does the board run MicroPython "
+                f"{payload.manifest.get('micropython_version')}? if not, pass --firmware)"
+            ) from None
+        raise
     report.result = "ok"
     stages.done(
         f"status: app {report.status.get('fw')}, device {report.status.get('device_id')}, "

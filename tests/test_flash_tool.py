@@ -32,6 +32,10 @@ from host_tools.vboard import esp32boot
 from host_tools.vboard.esp32rom import Esp32Chip, FlashFile, RomLoader, serve_tcp
 from host_tools.vboard.esp32rom.chip import CHIP_DETECT_MAGIC_REG_ADDR, mac_from_uid
 
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning"  # pyserial's rfc2217
+)
+
 BOARD = "esp32_generic_sim7600"
 MB = 1024 * 1024
 UID = "a1b2c3d4e5f6"
@@ -238,6 +242,16 @@ def test_port_busy(capsys: pytest.CaptureFixture[str]) -> None:
     finally:
         os.close(main_fd)
         os.close(sub_fd)
+    # An RFC 2217 server hangs up on a second host at once, as the virtual board's USB does.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def hang_up() -> None:
+            with contextlib.suppress(OSError):
+                server.accept()[0].close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        expect_one_line_error(capsys, f"rfc2217://127.0.0.1:{port}", "busy", "hung up")
 
 
 def test_no_answer_gives_the_boot_button_hint(payload: Payload) -> None:

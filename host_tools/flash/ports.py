@@ -46,12 +46,20 @@ def open_port(url: str, baud: int = ROM_BAUD) -> serial.SerialBase:
         port.open()
         return port
     except (serial.SerialException, ValueError, OSError) as e:
-        raise fe.PortError(f"cannot open {url}: {port_problem(e)}") from None
+        raise fe.PortError(f"cannot open {url}: {port_problem(e, url)}") from None
 
 
-def port_problem(e: Exception) -> str:
+def port_problem(e: Exception, url: str = "") -> str:
     text = str(e)
     code = getattr(e, "errno", None)
+    hung_up = code in (errno.EPIPE, errno.ECONNRESET) or "does not seem to support" in text
+    if url.startswith("rfc2217:") and hung_up:
+        # An RFC 2217 server hangs up at once on a second host (one at a time, like a local
+        # port); pyserial then reports a broken pipe or a missing RFC 2217 answer.
+        return (
+            "the server hung up (the port is busy: another program has it open; or "
+            "nothing there serves RFC 2217)"
+        )
     if "exclusively lock" in text or code == errno.EBUSY or "busy" in text.lower():
         return "the port is busy (another program has it open: albatross console, mpremote?)"
     if code == errno.ENOENT or "No such file" in text or "Errno 2" in text:

@@ -48,6 +48,13 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
     p.add_argument("--workdir", type=Path, help="where logs and sockets go")
+    p.add_argument(
+        "--usb-port",
+        type=int,
+        default=0,
+        help="TCP port of the board's USB port, served as rfc2217:// (esptool, mpremote); "
+        "default: any free port; -1: none",
+    )
 
 
 def _port_args(p: argparse.ArgumentParser) -> None:
@@ -78,6 +85,7 @@ def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None)
         battery=args.battery,
         echo=echo,
         modem=args.modem,
+        usb_port=None if args.usb_port < 0 else args.usb_port,
     )
 
 
@@ -96,6 +104,8 @@ def cmd_vboard(args: argparse.Namespace) -> int:
     vb = _make_vboard(args, None if args.quiet else echo)
     vb.start()
     print(f"vboard: console {vb.console_path}", file=sys.stderr, flush=True)
+    if vb.usb is not None:
+        print(f"vboard: usb {vb.usb_url}", file=sys.stderr, flush=True)
     print(f"vboard: bench   {vb.workdir} (albatross bench {vb.name} ...)", file=sys.stderr)
     print(f"vboard: image   {vb.image}", file=sys.stderr, flush=True)
     print(f"vboard: runtime {vb.runtime.describe()}; heap {vb.heap} B", file=sys.stderr)

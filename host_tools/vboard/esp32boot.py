@@ -17,6 +17,7 @@ prints nothing of its own. Log colours are left out.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,46 @@ class _LogClock:
         line = b"E (%d) %s: %s\r\n" % (self.ms, tag.encode(), text.encode())
         self.ms += 6
         return line
+
+
+# The boot line of a reset with IO0 held low: GPIO_STRAP reads 0x03 (GPIO5 and MTDO high,
+# GPIO0 low) and the ROM waits for esptool on UART0. Wording as ESP32 ECO3 chips print it.
+DOWNLOAD_BOOT = b"boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
+WAITING_FOR_DOWNLOAD = b"waiting for download\r\n"
+
+
+def download_banner(reset: bytes = POWERON_RESET) -> bytes:
+    """What the ROM prints entering serial download mode."""
+    return ROM_BANNER + b"rst:" + reset + b"," + DOWNLOAD_BOOT + b"\r\n" + WAITING_FOR_DOWNLOAD
+
+
+class DownloadMode:
+    """The ROM's serial download mode on a board's full flash image: one RomLoader whose
+    flash is the image file and whose eFuse MAC is `mac`. `send` gets its replies;
+    `on_leave(reason)` is called when esptool asks it to run the firmware."""
+
+    def __init__(
+        self,
+        image: Path,
+        flash_size: int,
+        mac: bytes,
+        send: Callable[[bytes], None],
+        on_leave: Callable[[str], None],
+    ) -> None:
+        from host_tools.vboard.esp32rom import Esp32Chip, FlashFile, RomLoader
+
+        self.flash = FlashFile(image, flash_size)
+        self.loader = RomLoader(self.flash, Esp32Chip(mac, flash_size), send, on_leave=on_leave)
+
+    @property
+    def baud(self) -> int:
+        return self.loader.baud
+
+    def enter(self) -> None:
+        self.loader.reset()
+
+    def feed(self, data: bytes) -> None:
+        self.loader.feed(data)
+
+    def close(self) -> None:
+        self.flash.close()

@@ -20,6 +20,7 @@ from host_tools.vboard.bench import Bench
 from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
 from host_tools.vboard.modem_wiring import attach_modem
 from host_tools.vboard.supervisor import Supervisor, VboardError, parse_size
+from host_tools.vboard.usb import UsbPort
 
 DEFAULT_BOARD = "unix_sim"
 
@@ -91,11 +92,14 @@ class VirtualBoard:
         modem_timings: Timings | None = None,
         cut_after: int = 0,
         files: Iterable[tuple[str, bytes]] = (),
+        usb_port: int | None = 0,
     ) -> None:
         """modem: a simulator dialect (sim7600, a7670, bg96), "none" for the host's TCP
         instead of a modem, or "board" for what the board's board.json says.
         files: (device path, bytes) written onto the flash after the firmware, e.g. a test's
-        own main.py."""
+        own main.py.
+        usb_port: the TCP port of the board's USB port (rfc2217, usb.py); 0 picks a free
+        one, None leaves the board without one."""
         self.name = name
         self.workdir = Path(workdir) if workdir else default_workdir(name)
         self.keep_image = image is not None
@@ -134,6 +138,8 @@ class VirtualBoard:
         self.modem_sim: ModemSimulator | None = None
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
+        self.usb_port = usb_port
+        self.usb: UsbPort | None = None
 
     @property
     def flash_size(self) -> int | None:
@@ -206,7 +212,7 @@ class VirtualBoard:
             flash_size=self.flash_size,
         )
         sv = self.supervisor
-        self.bench.add_control("status", lambda **_: sv.status())
+        self.bench.add_control("status", lambda **_: {**sv.status(), "usb": self._usb_url()})
         self.bench.add_control("reset", lambda kind="hard", **_: sv.reset(kind) or {})
         self.bench.add_control(
             "power_cut", lambda off_s=0.2, **_: sv.power_cut(float(off_s)) or {}
@@ -215,10 +221,15 @@ class VirtualBoard:
             "power", lambda on=True, **_: (sv.power_on() if on else sv.power_off()) or {}
         )
         sv.cut_after = self.cut_after
+        if self.usb_port is not None:
+            self.usb = UsbPort(sv, self.usb_port)
+            sv.uart_tx = self.usb.chip_tx
         sv.start()
         return self
 
     def stop(self) -> None:
+        if self.usb:
+            self.usb.close()
         if self.supervisor:
             self.supervisor.stop()
         if self.modem_sim:
@@ -252,6 +263,17 @@ class VirtualBoard:
     def frozen(self) -> bool:
         """The runtime carries the app: the filesystem gets only boot.py, main.py and data."""
         return self.runtime.frozen_board is not None
+
+    def _usb_url(self) -> str | None:
+        return self.usb.url if self.usb else None
+
+    @property
+    def usb_url(self) -> str:
+        """The board's USB port as pyserial, esptool and mpremote open it:
+        rfc2217://127.0.0.1:PORT. DTR/RTS reset it as a DevKitC's auto-reset circuit does."""
+        if self.usb is None:
+            raise VboardError(f"board {self.name} was started without a USB port")
+        return self.usb.url
 
     @property
     def console_path(self) -> str:

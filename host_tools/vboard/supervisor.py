@@ -5,6 +5,11 @@ runtime in `rom/`, relays console bytes, turns Ctrl-C into SIGINT while code run
 interrupt-char does), and restarts the process on every kind of reset an ESP32 has: soft reset,
 machine.reset(), a machine.WDT timeout, deep sleep and power cuts (an exception out of main.py is
 not one: the board stays in the REPL). Resets are requested by the ROM over a control pipe.
+
+The chip's EN and IO0 pins are inputs too (set_pins, driven by the USB port's auto-reset
+circuit in usb.py): EN low holds the chip in reset; when EN rises the chip samples IO0, and
+with IO0 low a full-flash board enters the ROM's serial download mode (esp32boot.DownloadMode)
+instead of booting. Its UART0 is uart_rx() in and uart_tx out, beside the pty.
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ RTC_BROWN_OUT_RESET = 15
 RESET_NAMES[BROWNOUT_RESET] = "brownout"
 
 CTRL_C = 3
+CONSOLE_BAUD = 115200  # UART0: the ROM's and MicroPython's REPL rate
+# How long after EN is released the chip latches IO0. On a DevKitC that is EN's RC delay
+# (10 kOhm pull-up, 1 uF to GND: CHIP_PU crosses 0.75 VDD about 1.4 RC = 14 ms after release,
+# and the strapping pins are held 1 ms more, ESP32 datasheet "Setup and hold times"), which
+# lets IO0 go low a few milliseconds after EN rises. Here DTR and RTS come over RFC 2217, and
+# pyserial's client waits for the server's acknowledgement of each change by polling every
+# 50 ms, so esptool's "IO0 low" arrives 50-60 ms after its "EN high" instead of about 1 ms.
+# The delay is stretched in proportion: IO0 is sampled 100 ms after EN rises, between esptool's
+# IO0 low (+50 ms) and its IO0 release (+150 ms at the earliest, reset_delay=0.05).
+EN_RISE_S = 0.1
 
 
 def _die_with_parent() -> None:
@@ -183,6 +198,13 @@ class Supervisor:
         self._last_cr = False
         self._soft_restarting = False
         self._held_input = b""
+        # The pins the USB port's auto-reset circuit drives, and download mode.
+        self.uart_tx: Callable[[bytes, int], None] | None = None
+        self._en_low = False
+        self._io0_low = False
+        self._strap_at: float | None = None  # EN has risen: the chip samples IO0 then
+        self._download = None  # esp32boot.DownloadMode, made at the first download boot
+        self._downloading = False
 
     # ----- public control (any thread) -----
     def start(self) -> None:
@@ -207,6 +229,8 @@ class Supervisor:
                 pass
         self._console_log.close()
         self._events_log.close()
+        if self._download is not None:
+            self._download.close()
 
     def reset(self, kind: str = "hard") -> None:
         """kind: hard | soft | watchdog | brownout (the supply dipped: the chip resets at
@@ -222,6 +246,19 @@ class Supervisor:
 
     def power_on(self) -> None:
         self._command("power_on", None)
+
+    def set_pins(self, en: bool, io0: bool) -> None:
+        """The levels on the chip's EN (CHIP_PU) and IO0 pins (True: high)."""
+        self._command("pins", (en, io0))
+
+    def uart_rx(self, data: bytes) -> None:
+        """Bytes arriving on UART0's RX from the USB bridge."""
+        self._command("rx", data)
+
+    @property
+    def uart_baud(self) -> int:
+        """The rate UART0 runs at now: the ROM loader's in download mode."""
+        return self._download.baud if self._downloading and self._download else CONSOLE_BAUD
 
     @property
     def pid(self) -> int | None:
@@ -248,7 +285,28 @@ class Supervisor:
                 "runtime": self.runtime.name,
                 "image": str(self.image),
                 "boot_error": self.boot_error,
+                "chip": self._chip_state(),
+                "download": self._download_stats(),
             }
+
+    def _chip_state(self) -> str:
+        if not self._powered:
+            return "off"
+        if self._en_low:
+            return "held in reset"  # EN low: the USB port's RTS holds it
+        return "download mode" if self._downloading else "running"
+
+    def _download_stats(self) -> dict | None:
+        """What esptool has done to the flash since the board started (None: never in
+        download mode)."""
+        dl = self._download
+        if dl is None:
+            return None
+        return {
+            "bytes_programmed": dl.flash.bytes_programmed,
+            "sectors_erased": dl.flash.sectors_erased,
+            "baud": dl.baud,
+        }
 
     def __enter__(self) -> Supervisor:
         self.start()
@@ -290,7 +348,9 @@ class Supervisor:
             self._kill_child()
 
     def _next_timeout(self) -> float | None:
-        deadlines = [d for d in (self._wdt_deadline, self._restart_at) if d is not None]
+        deadlines = [
+            d for d in (self._wdt_deadline, self._restart_at, self._strap_at) if d is not None
+        ]
         if not deadlines:
             return 1.0
         return max(0.0, min(deadlines) - time.monotonic())
@@ -309,6 +369,7 @@ class Supervisor:
             elif name == "power_off":
                 self._event("power off")
                 self._powered = False
+                self._downloading = False
                 self._kill_child()
                 self._restart_at = None
             elif name == "power_cut":
@@ -319,7 +380,26 @@ class Supervisor:
                 cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET,
                          "brownout": BROWNOUT_RESET}[arg]  # fmt: skip
                 self._restart(cause, "friendly", delay=0)
+            elif name == "pins":
+                self._on_pins(*arg)  # type: ignore[misc]
+            elif name == "rx":
+                self._rx(arg)  # type: ignore[arg-type]
         return True
+
+    def _on_pins(self, en: bool, io0: bool) -> None:
+        self._io0_low = not io0
+        if not en and not self._en_low:
+            self._en_low = True
+            self._strap_at = None
+            self._event("EN low: chip held in reset")
+            self._kill_child()
+            self._restart_at = None
+            self._downloading = False
+            self._soft_restarting = False
+            self._held_input = b""
+        elif en and self._en_low:
+            self._en_low = False
+            self._strap_at = time.monotonic() + EN_RISE_S
 
     def _check_timers(self) -> None:
         now = time.monotonic()
@@ -336,11 +416,16 @@ class Supervisor:
                 + b"Aborting.\r\n\r\nRebooting...\r\n"
             )
             self._restart(WDT_RESET, "friendly", delay=0)
+        if self._strap_at is not None and now >= self._strap_at:
+            self._strap_at = None
+            if self._powered:  # EN released: a power-on reset, IO0 sampled at _spawn
+                self._restart(PWRON_RESET, "friendly", delay=0)
         if self._restart_at is not None and now >= self._restart_at and self._powered:
             self._restart_at = None
             self._spawn()
 
     def _restart(self, cause: int, mode: str, delay: float) -> None:
+        self._downloading = False
         self._soft_restarting = cause == SOFT_RESET
         if not self._soft_restarting:
             self._held_input = b""
@@ -383,11 +468,62 @@ class Supervisor:
         self._vfs = (outcome.vfs.offset, outcome.vfs.size // self.block_size)
         return True
 
+    def _chip_mac(self) -> bytes:
+        """The eFuse MAC esptool reads, derived from the board's uid (esp32rom.mac_from_uid);
+        on a full flash board machine.unique_id() returns it too, as on an ESP32."""
+        from host_tools.vboard.esp32rom import mac_from_uid
+
+        try:
+            return mac_from_uid(self.uid)
+        except ValueError:  # a uid that is not hex
+            return mac_from_uid(hashlib.sha1(self.uid.encode()).hexdigest()[:12])
+
+    def _enter_download(self) -> None:
+        """IO0 was low when the chip came out of a power-on or EN reset: the ROM waits for
+        esptool on UART0 instead of booting."""
+        from host_tools.vboard import esp32boot
+
+        reset = esp32boot.rom_reset_reason(RESET_NAMES[self._restart_cause])
+        self._console_out(esp32boot.download_banner(reset))
+        if not esp32boot.is_full_flash(self.image, self.flash_size):
+            # A bare littlefs image is not a chip's flash: nothing to flash esptool's
+            # addresses into. The ROM stays silent, as with a flash chip missing.
+            self._console_out(
+                b"vboard: download mode needs a full flash image of the board's flash size "
+                b"(albatross build-image --firmware); this board runs a bare littlefs image\r\n"
+            )
+            self._event("download mode refused: not a full flash image")
+            return
+        if self._download is None:
+            self._download = esp32boot.DownloadMode(
+                self.image,
+                self.flash_size or 0,
+                self._chip_mac(),
+                self._uart_raw_out,
+                self._leave_download,
+            )
+        self._download.enter()
+        self._downloading = True
+        self._event("download mode (IO0 low at reset)")
+
+    def _leave_download(self, reason: str) -> None:
+        """esptool asked the ROM (or its stub) to run the firmware: the chip boots from flash."""
+        self._event(f"download mode left: {reason}")
+        self._downloading = False
+        if reason in ("run_user_code", "reboot"):
+            self._restart(HARD_RESET, "friendly", delay=0)
+
     def _spawn(self) -> None:
         from host_tools.vboard import esp32boot
 
+        if self._en_low:
+            return
+        if self._restart_cause in (PWRON_RESET, BROWNOUT_RESET) and self._io0_low:
+            self._enter_download()
+            return
         self._vfs = self._vfs if self._restart_cause == SOFT_RESET else None
-        if esp32boot.is_full_flash(self.image, self.flash_size):
+        full_flash = esp32boot.is_full_flash(self.image, self.flash_size)
+        if full_flash:
             if self._vfs is None and not self._through_rom():
                 return
         else:
@@ -404,7 +540,7 @@ class Supervisor:
                 str(RTC_BROWN_OUT_RESET) if self._restart_cause == BROWNOUT_RESET else ""
             ),
             ALBATROSS_BOOT_MODE=self._restart_mode,
-            ALBATROSS_UID=self.uid,
+            ALBATROSS_UID=self._chip_mac().hex() if full_flash else self.uid,
             ALBATROSS_CTL_FD=str(ctl_w),
             ALBATROSS_ACK_FD=str(ack_r),
             ALBATROSS_CUT_AFTER=str(self.cut_after),
@@ -580,6 +716,14 @@ class Supervisor:
             if e.errno in (errno.EAGAIN, errno.EIO):
                 return
             raise
+        self._rx(data)
+
+    def _rx(self, data: bytes) -> None:
+        """Bytes on UART0's RX (the pty's or the USB bridge's): the ROM loader's in download
+        mode, otherwise the firmware's stdin."""
+        if self._downloading and self._download is not None:
+            self._download.feed(data)
+            return
         child = self._child
         if child is None or child.stdin is None:
             if self._soft_restarting:
@@ -621,7 +765,14 @@ class Supervisor:
         self._console_log.write(out)
         if self.echo:
             self.echo(out)
+        self._uart_raw_out(out, CONSOLE_BAUD)
+
+    def _uart_raw_out(self, data: bytes, baud: int | None = None) -> None:
+        """UART0's TX as it is, to the pty and the USB bridge. The ROM loader's binary
+        replies come here directly: console.log keeps the text the board printed."""
         try:
-            os.write(self._master, out)
+            os.write(self._master, data)
         except (BlockingIOError, OSError):
             pass  # nobody is reading the console: a UART's bytes are gone
+        if self.uart_tx is not None:
+            self.uart_tx(data, baud or self.uart_baud)

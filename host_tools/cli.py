@@ -348,6 +348,26 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
+    from host_tools.deploy import DeployStopped, run
+
+    # Test hook (hil_tests/test_deploy.py): stop as a killed deploy would, after the .new
+    # files and the journal are on the board and before any rename.
+    stop = os.environ.get("ALBATROSS_DEPLOY_STOP") == "before-renames"
+    try:
+        report = run(args.port, board=args.board, keep=args.keep, stop_before_renames=stop)
+    except DeployStopped as e:
+        print(f"albatross: {e}", file=sys.stderr, flush=True)
+        os._exit(3)
+    if args.json:
+        print(json.dumps(report.to_json(), sort_keys=True))
+    else:
+        print(report.summary())
+    return 0
+
+
 def _flash_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", required=True, help="board folder under boards/")
     p.add_argument(
@@ -554,6 +574,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flash_args(p)
     p.set_defaults(func=cmd_fleet)
+
+    p = sub.add_parser(
+        "deploy",
+        help="update the app on a running board over its REPL, sending only what changed",
+        description="Stop the app (Ctrl-C, raw REPL), hash the app's files on the board, send "
+        "the changed and missing ones (the set `build-image` puts on the flash: boot.py, "
+        "main.py, tracker/ as .mpy, the board's files), remove files under tracker/ the app "
+        "no longer has, then soft-reset so the app starts again. Files are written as "
+        ".new and renamed into place from a journal: a deploy cut short is finished by the "
+        "next deploy, or by boot.py at the next reset.",
+        epilog="exit status: 0 when the board runs the deployed app; 2 with one line on "
+        "stderr otherwise (port missing or busy, no REPL, a device error).",
+    )
+    p.add_argument(
+        "--port", required=True, help="serial port: /dev/ttyUSB0, a vboard's pty, rfc2217://..."
+    )
+    p.add_argument("--board", help="board folder under boards/ (default: the board's board.json)")
+    p.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a device path to leave as it is (neither sent nor removed), e.g. a board.json "
+        "tailored on the board; repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    p.set_defaults(func=cmd_deploy)
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 def _collect() -> tuple[type[BaseException], ...]:
     from host_tools.broker import BrokerError
     from host_tools.console.protocol import CliError
+    from host_tools.deploy import DeployError
     from host_tools.flash.errors import FlashError
     from host_tools.flash_layout import LayoutError
     from host_tools.image import ImageError
@@ -17,6 +18,7 @@ def _collect() -> tuple[type[BaseException], ...]:
     return (
         BrokerError,
         CliError,
+        DeployError,
         FlashError,
         ImageError,
         LayoutError,

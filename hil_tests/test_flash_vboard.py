@@ -10,6 +10,8 @@ here); the virtual board's runtime runs in its place, from the littlefs that was
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,6 +94,39 @@ def test_flash_provisions_boots_and_reports(
         f"\nflash of a new virtual board at 921600 baud: {report['seconds']:.1f} s "
         f"(stages {report['stages']})"
     )
+
+
+def test_a_new_user_runs_albatross_vboard_then_albatross_flash(tmp_path: Path) -> None:
+    """The two commands as a user types them, each its own process (console scripts, with
+    the venv's bin/ first on sys.path): a new virtual board, then one command flashes,
+    provisions and boots it."""
+    blank = tmp_path / "module.bin"
+    blank.write_bytes(b"\xff" * FLASH_SIZE)
+    bin_dir = Path(sys.executable).parent
+    vboard_cmd = [str(bin_dir / "albatross"), "vboard", "--image", str(blank), "--quiet"]
+    vboard_cmd += ["--modem", "sim7600", "--name", "cli-new-1", "--workdir", str(tmp_path / "vb")]
+    board = subprocess.Popen(vboard_cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = board.stderr.readline() if board.stderr else ""
+            if not line:
+                break
+            if line.startswith("vboard: usb "):
+                url = line.split()[-1]
+        assert url, f"albatross vboard printed no usb line; see {tmp_path / 'vb'}"
+        flash_cmd = [str(bin_dir / "albatross"), "flash", "--port", url, "--board", BOARD]
+        flash_cmd += ["--firmware", str(_firmware(tmp_path)), "--device-id", "cli-new-1"]
+        flash_cmd += ["--boot-timeout", str(BOOT_S)]
+        done = subprocess.run(flash_cmd, capture_output=True, text=True, timeout=BOOT_S + 60)
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+    logs = f"{done.stderr[-3000:]}\nlogs: {tmp_path / 'vb'}"
+    assert done.returncode == 0, logs
+    boot = [line for line in done.stderr.splitlines() if line.startswith("flash: boot")]
+    assert boot and "device cli-new-1" in boot[0], logs
 
 
 def _flash_one(vb: VirtualBoard, payload: Payload, device_id: str) -> float:

@@ -111,6 +111,11 @@ class _Stages:
             self.on_done(self.current, f"{text} ({took:.1f} s)")
 
 
+def _line(e: Exception) -> str:
+    """The first line of an esptool error (the rest is a link to its troubleshooting page)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _connect_error(url: str, e: FatalError) -> fe.FlashError:
     text = str(e)
     if "Wrong boot mode" in text:
@@ -122,7 +127,7 @@ def _connect_error(url: str, e: FatalError) -> fe.FlashError:
     if "Unexpected chip" in text:
         first = text.splitlines()[0]
         return fe.WrongChip(f"the chip on {url} is not one esptool knows ({first})")
-    return fe.FlashError(f"{url}: {text.splitlines()[0]}", stage="connect")
+    return fe.FlashError(f"{url}: {_line(e)}", stage="connect")
 
 
 def config_sha256(payload: Payload, device_id: str, extra: dict | None) -> str:
@@ -244,7 +249,7 @@ def _run(
                     esp.change_baud(baud)
             except FatalError as e:
                 raise fe.FlashError(
-                    f"{url}: starting the flasher stub: {e}", stage="connect"
+                    f"{url}: starting the flasher stub: {_line(e)}", stage="connect"
                 ) from None
             stages.done(f"{report.chip} on {url}, stub at {baud} baud")
 
@@ -253,7 +258,9 @@ def _run(
                 attach_flash(esp)
                 found = detect_flash_size(esp)
             except FatalError as e:
-                raise fe.FlashError(f"{url}: reading the flash chip: {e}", stage="check") from None
+                raise fe.FlashError(
+                    f"{url}: reading the flash chip: {_line(e)}", stage="check"
+                ) from None
             if found is None:
                 raise fe.FlashError(
                     f"{url}: the flash chip's size is unknown (JEDEC id)", stage="check"
@@ -312,7 +319,7 @@ def _run(
                         f"verify mismatch on {url}: the flash's MD5 differs from the image's "
                         "after writing (a bad flash chip, or power lost while writing?)"
                     ) from None
-                raise fe.FlashError(f"{url}: writing: {e}", stage="write") from None
+                raise fe.FlashError(f"{url}: writing: {_line(e)}", stage="write") from None
             report.write_s = round(time.monotonic() - t, 3)
             report.bytes_written = total
             report.wire_bytes = _wire_bytes(transcript, total)
@@ -328,7 +335,9 @@ def _run(
                 try:
                     got = esp.flash_md5sum(addr, len(data))
                 except FatalError as e:
-                    raise fe.FlashError(f"{url}: MD5 of flash: {e}", stage="verify") from None
+                    raise fe.FlashError(
+                        f"{url}: MD5 of flash: {_line(e)}", stage="verify"
+                    ) from None
                 if got != want:
                     raise fe.VerifyMismatch(
                         f"verify mismatch on {url} at {addr:#x}+{len(data):#x}: flash MD5 "

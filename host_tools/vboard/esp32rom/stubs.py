@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -27,10 +26,12 @@ class StubImage:
 
 @cache
 def known_stubs(chip_json: str = "esp32.json") -> tuple[StubImage, ...]:
-    spec = importlib.util.find_spec("esptool")
-    if spec is None or spec.origin is None:
-        return ()
-    root = Path(spec.origin).parent / "targets" / "stub_flasher"
+    # Imported, not looked up with find_spec: in a process started from a console script
+    # (`albatross vboard`) sys.path[0] is the venv's bin/, where esptool's esptool.py shim
+    # lives; find_spec would name the shim, and no stub would ever be recognised.
+    import esptool
+
+    root = Path(esptool.__file__).parent / "targets" / "stub_flasher"
     stubs = []
     for path in sorted(root.glob(f"*/{chip_json}")):
         stub = json.loads(path.read_text())

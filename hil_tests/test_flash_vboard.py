@@ -81,7 +81,7 @@ def test_flash_provisions_boots_and_reports(
     report = json.loads(out)
     stages = [line.split()[1] for line in err.splitlines()]
     assert stages == [
-        *("image", "connect", "check", "mac", "provision"),
+        *("image", "connect", "mac", "check", "provision"),
         *("write", "verify", "reset", "boot"),
     ], err
     # No --device-id: the firmware's own default, alb-<MAC>, and the board agrees.

@@ -127,7 +127,7 @@ def test_flash_writes_the_filesystem_with_the_device_config(
             on_progress=lambda name, done, total: moved.append((done, total)),
         )
         assert report.result == "ok", report.error
-        assert stages == ["connect", "check", "mac", "provision", "write", "verify", "reset"]
+        assert stages == ["connect", "mac", "check", "provision", "write", "verify", "reset"]
         assert moved and moved[-1][0] == moved[-1][1]  # the bar reached its end
         vfs = payload.vfs_offset
         assert flash.read(0, vfs) == before  # only the filesystem partition was written
@@ -182,7 +182,7 @@ def test_cli_flash_prints_a_line_per_stage_and_a_json_report(
         MAC.hex(":"),
     )
     names = [line.split()[1] for line in err]
-    assert names == ["image", "connect", "check", "mac", "provision", "write", "verify", "reset"]
+    assert names == ["image", "connect", "mac", "check", "provision", "write", "verify", "reset"]
 
 
 def expect_one_line_error(capsys: pytest.CaptureFixture[str], url: str, *words: str) -> str:
@@ -320,6 +320,7 @@ def test_fleet_flashes_a_tray_reports_and_skips_on_rerun(
         assert rows[urls[1]]["device_id"] == "alb-240ac4000001"
         assert rows[urls[1]]["mac"] == "24:0a:c4:00:00:01"
         assert rows[urls[2]]["stage"] == "check" and "flash too small" in rows[urls[2]]["error"]
+        assert rows[urls[2]]["mac"] == "24:0a:c4:00:00:02"  # a rejected board is named
         assert {rows[u]["app"] for u in urls} == {"0.1.0"}
         assert config_on_flash(boards[1][1], 0x200000, 2 * MB)["interval_s"] == 12
         programmed = [flash.bytes_programmed for _, flash in boards]

@@ -4,9 +4,9 @@ Stages, each one line (StageLines) and one entry in the report:
 
   connect    open the port, reset into download mode (DTR/RTS), sync, detect the chip,
              start esptool's flasher stub, raise the baud rate
+  mac        the base MAC from eFuse (before the checks: a rejected board is named by it)
   check      the chip is the board's MCU (board.json "mcu") and its flash chip is at
              least the board's flash size (board.json flash.size)
-  mac        the base MAC from eFuse
   provision  the device id (given, else the firmware's own default "alb-<mac hex>") and
              the config go into config.json on the littlefs, before anything is written
   write      esptool's write_flash (compressed; esptool checks each file's MD5 after it)
@@ -228,7 +228,6 @@ def _run(
 ) -> None:
     mcu, board_flash = board_requirements(payload.board)
     port = open_port(url)
-    esp = None
     try:
         with esptool_output() as transcript:
             stages.start("connect")
@@ -253,6 +252,12 @@ def _run(
                 ) from None
             stages.done(f"{report.chip} on {url}, stub at {baud} baud")
 
+            # Before the checks: a board that fails them is still named by its MAC.
+            stages.start("mac")
+            mac = bytes(esp.read_mac())
+            report.mac = mac.hex(":")
+            stages.done(report.mac)
+
             stages.start("check")
             try:
                 attach_flash(esp)
@@ -274,11 +279,6 @@ def _run(
                 )
             needs = f"board {payload.board} needs {board_flash >> 20}MB"
             stages.done(f"{esp.CHIP_NAME} with {found} flash; {needs}")
-
-            stages.start("mac")
-            mac = bytes(esp.read_mac())
-            report.mac = mac.hex(":")
-            stages.done(report.mac)
 
             stages.start("provision")
             device_id, extra = assign(mac)

@@ -1,13 +1,16 @@
-"""What several HIL tests ask of a board: its messages on the broker and mpremote on its
-console."""
+"""What several HIL tests ask of a board: its messages on the broker, mpremote on its
+console, and a full flash image to boot from."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from host_tools import flash_layout as fl
+from host_tools.cli import main as cli_main
 from host_tools.mqtt_watch import Message
 from host_tools.vboard.runner import VirtualBoard
 
@@ -39,3 +42,16 @@ def mpremote(vb: VirtualBoard, *args: str) -> str:
         f"mpremote {' '.join(args)} failed: {result.stderr[-2000:]}; see {vb.workdir}/console.log"
     )
     return result.stdout
+
+
+def build_full_flash(tmp_path: Path, config: dict) -> Path:
+    """A full flash image as `albatross build-image --firmware` writes it (the stand-in
+    MicroPython build of host_tools/flash_layout.py, the app and `config`)."""
+    firmware = tmp_path / "ESP32_GENERIC-standin.bin"
+    firmware.write_bytes(fl.standin_firmware())
+    device = tmp_path / "device.json"
+    device.write_text(json.dumps(config))
+    out = tmp_path / "build"
+    argv = ["build-image", "--board", "unix_sim", "--config", str(device)]
+    assert cli_main([*argv, "--firmware", str(firmware), "-o", str(out)]) == 0
+    return out / "flash.bin"

@@ -8,31 +8,19 @@ builds cannot be downloaded here); the virtual board's runtime runs in its place
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from hil_tests.conftest import logs_of
+from hil_tests.helpers import build_full_flash
 from host_tools import flash_layout as fl
-from host_tools.cli import main as cli_main
 
 pytestmark = pytest.mark.hil
 
 
-def _build(tmp_path: Path, config: dict) -> Path:
-    firmware = tmp_path / "ESP32_GENERIC-standin.bin"
-    firmware.write_bytes(fl.standin_firmware())
-    device = tmp_path / "device.json"
-    device.write_text(json.dumps(config))
-    out = tmp_path / "build"
-    argv = ["build-image", "--board", "unix_sim", "--config", str(device)]
-    assert cli_main([*argv, "--firmware", str(firmware), "-o", str(out)]) == 0
-    return out / "flash.bin"
-
-
 def test_build_image_full_flash_boots_and_reports(vboard, mqtt, broker, tmp_path: Path) -> None:
-    flash = _build(
+    flash = build_full_flash(
         tmp_path,
         {"broker_host": broker.host, "broker_port": broker.port, "device_id": "flash-1"},
     )
@@ -48,7 +36,7 @@ def test_build_image_full_flash_boots_and_reports(vboard, mqtt, broker, tmp_path
 
 
 def test_damaged_flash_does_not_boot_until_reflashed(vboard, tmp_path: Path) -> None:
-    flash = _build(tmp_path, {"device_id": "flash-2"})
+    flash = build_full_flash(tmp_path, {"device_id": "flash-2"})
     good = flash.read_bytes()
     damaged = bytearray(good)
     damaged[0x8000 + 20] ^= 0x01  # one bit of the partition table

@@ -14,7 +14,6 @@ well under a minute. DTR/RTS still go over the wire as before.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -26,9 +25,7 @@ import pytest
 import serial
 
 from hil_tests.conftest import VboardFactory, logs_of
-from hil_tests.helpers import MPREMOTE, telemetry_of
-from host_tools import flash_layout as fl
-from host_tools.cli import main as cli_main
+from hil_tests.helpers import MPREMOTE, build_full_flash, telemetry_of
 from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard.esp32rom import mac_from_uid
 from host_tools.vboard.runner import VirtualBoard
@@ -53,18 +50,6 @@ import esptool
 sys.argv[0] = "esptool"
 esptool._main()
 """
-
-
-def _build(tmp_path: Path, config: dict) -> Path:
-    """A full flash image as `albatross build-image --firmware` writes it."""
-    firmware = tmp_path / "ESP32_GENERIC-standin.bin"
-    firmware.write_bytes(fl.standin_firmware())
-    device = tmp_path / "device.json"
-    device.write_text(json.dumps(config))
-    out = tmp_path / "build"
-    argv = ["build-image", "--board", "unix_sim", "--config", str(device)]
-    assert cli_main([*argv, "--firmware", str(firmware), "-o", str(out)]) == 0
-    return out / "flash.bin"
 
 
 def _blank_flash(path: Path) -> Path:
@@ -102,7 +87,7 @@ def _status(vb: VirtualBoard) -> dict:
 def test_esptool_resets_into_download_mode_and_back(
     vboard: VboardFactory, tmp_path: Path, command: str
 ) -> None:
-    flash = _build(tmp_path, {"device_id": f"usb-{command}"})
+    flash = build_full_flash(tmp_path, {"device_id": f"usb-{command}"})
     vb = vboard(image=flash, device_id=f"usb-{command}")
     vb.wait_console("I app: stored seq", 30)
     out = esptool(vb, command).stdout
@@ -126,7 +111,7 @@ def test_esptool_write_flash_then_hard_reset_boots_and_reports(
     """A new module (erased flash) is flashed with a build-image full flash over USB, and
     reports to the broker after esptool's hard reset."""
     dev = "usb-flash-1"
-    built = _build(tmp_path, {"broker_host": broker.host, "broker_port": broker.port,
+    built = build_full_flash(tmp_path, {"broker_host": broker.host, "broker_port": broker.port,
                               "device_id": dev, "interval_s": 1})  # fmt: skip
     # Blank flash holds no board.json: run the modem the built image names (SIM7600).
     vb = vboard(image=_blank_flash(tmp_path / "module.bin"), device_id=dev, modem="sim7600")
@@ -174,7 +159,7 @@ def test_mpremote_over_usb_does_not_reset_a_running_board(vboard: VboardFactory)
 def test_rts_pulse_alone_reboots_the_firmware_and_en_low_holds_it(
     vboard: VboardFactory, tmp_path: Path
 ) -> None:
-    vb = vboard(image=_build(tmp_path, {"device_id": "usb-rts"}), device_id="usb-rts")
+    vb = vboard(image=build_full_flash(tmp_path, {"device_id": "usb-rts"}), device_id="usb-rts")
     vb.wait_console("I app: stored seq", 30)
     port = serial.serial_for_url(vb.usb_url, baudrate=115200, timeout=0.5)
     try:
@@ -224,7 +209,7 @@ def test_power_cut_during_write_flash_then_reflash_boots(
     """The board's report at the broker after flashing is
     test_esptool_write_flash_then_hard_reset_boots_and_reports's."""
     dev = "usb-cut-1"
-    built = _build(tmp_path, {"device_id": dev, "interval_s": 1})
+    built = build_full_flash(tmp_path, {"device_id": dev, "interval_s": 1})
     vb = vboard(image=_blank_flash(tmp_path / "module.bin"), device_id=dev, modem="sim7600")
     cmd = _esptool_cmd(vb, "--baud", "460800", "write-flash", "0x0", str(built), fast=True)
     proc = subprocess.Popen(

@@ -16,48 +16,19 @@ import time
 import serial
 
 from hil_tests.conftest import logs_of
+from host_tools.console import protocol
 from host_tools.vboard.runner import VirtualBoard
 
-PROMPT = "albatross> "
-REPL_PROMPT = ">>> "
+PROMPT = protocol.PROMPT
+REPL_PROMPT = protocol.REPL_PROMPT
 UP = "\x1b[A"
 BACKSPACE = "\x7f"  # what a terminal sends for the Backspace key
-ERASE_LINE = b"\r\x1b[K"  # how the console clears the line before a log line
-# A log line (docs/console.md "For scripts"), and the note about held-back ones.
-LOG_LINE = re.compile(r"^[DIWE] [^ :]+: ")
-MORE_LOGS = re.compile(r"^\(\d+ more log lines: see `log`\)$")
 
 
 def render(segment: bytes) -> str:
-    """What one screen line shows after these bytes: a terminal's CR, erase-to-end (ESC [ K),
-    backspace and overwrite, nothing more. Blanks after the cursor are not shown."""
-    cells: list[str] = []
-    col = 0
-    i = 0
-    text = segment.decode("latin-1")
-    while i < len(text):
-        ch = text[i]
-        if text.startswith("\x1b[K", i):
-            del cells[col:]
-            i += 3
-            continue
-        if ch == "\r":
-            col = 0
-        elif ch == "\b":
-            col = max(0, col - 1)
-        elif ch >= " ":
-            if col < len(cells):
-                cells[col] = ch
-            else:
-                cells.append(ch)
-            col += 1
-        i += 1
-    # Blanks after the cursor (Backspace writes "\b \b") show nothing: not part of the line.
-    return "".join(cells[:col]) + "".join(cells[col:]).rstrip(" ")
-
-
-def is_log_line(line: str) -> bool:
-    return bool(LOG_LINE.match(line) or MORE_LOGS.match(line))
+    """What one screen line shows after these bytes, as a terminal draws it (the host
+    tools' own rendering: CR, erase, Backspace and overwrite)."""
+    return protocol.render(segment.decode("latin-1"))[1]
 
 
 class Console:
@@ -218,4 +189,4 @@ class Console:
             return None
         self.last_echo = shown[echo][len(prompt) :]
         self.last_raw = b"\r\n".join(segments[: end + 1])
-        return [s for s in shown[echo + 1 : end] if not is_log_line(s)]
+        return [s for s in shown[echo + 1 : end] if not protocol.is_log(s)]

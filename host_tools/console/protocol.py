@@ -77,7 +77,8 @@ def config_set_lines(pairs: list[tuple[str, str]], max_line: int = MAX_LINE) -> 
 
 def render(raw: str) -> tuple[list[str], str]:
     """What a terminal shows for `raw`: the finished lines and the line the cursor is on.
-    Handles CR, LF, Backspace and the erase/cursor sequences the line editor sends."""
+    Handles CR, LF, Backspace and the erase/cursor sequences the line editor sends. Blanks
+    after the cursor (Backspace writes "\b \b") show nothing and are not part of a line."""
     lines: list[str] = []
     cells: list[str] = []
     col = 0
@@ -106,7 +107,7 @@ def render(raw: str) -> tuple[list[str], str]:
             else:
                 cells.append(ch)
             col += 1
-    return lines, "".join(cells)
+    return lines, "".join(cells[:col]) + "".join(cells[col:]).rstrip(" ")
 
 
 def _csi(cells: list[str], col: int, params: str, final: str) -> tuple[list[str], int]:
@@ -137,11 +138,12 @@ def reply_lines(lines: list[str], command: str) -> list[str] | None:
     without log lines. None while the echo has not come."""
     for i, line in enumerate(lines):
         if not LOG_LINE.match(line) and is_echo(line, command):
-            return [out for out in lines[i + 1 :] if not _is_log(out)]
+            return [out for out in lines[i + 1 :] if not is_log(out)]
     return None
 
 
-def _is_log(line: str) -> bool:
+def is_log(line: str) -> bool:
+    """A log line, or the device's note about log lines it held back."""
     return bool(LOG_LINE.match(line) or LOG_DROPPED.match(line))
 
 

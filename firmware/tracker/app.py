@@ -18,6 +18,7 @@ from tracker.records import encode, make_record
 from tracker.sensing.sensors import Battery, Sensors
 from tracker.sensing.sht4x import Sht4x
 from tracker.settings import Settings
+from tracker.store.layout import remove_quietly
 from tracker.store.queue import Store
 from tracker.timing import Every, Uptime
 from tracker.uplink.delivery import OPEN_TIMEOUT_MS, Uplink
@@ -198,10 +199,9 @@ class Tracker:
         """Erase the config (keeping a configured device id), every stored reading and the
         crash record, then reset."""
         keep = self.cfg["device_id"]
-        self.store.close()
+        self.store.erase()
         for path in (self._config_path, self._config_path + ".tmp", CRASH_PATH):
-            _remove(path)
-        _remove_tree(STORE_ROOT)
+            remove_quietly(path)
         if keep:
             cfg = Config()
             cfg.set("device_id", keep)
@@ -358,31 +358,3 @@ def _app(board, guard):
         asyncio.run(Tracker(board, cfg, guard=guard).run(console=True))
     finally:
         log.sink = None  # a Ctrl-C can leave from any task: the REPL gets plain stdout
-
-
-def _remove(path):
-    import os
-
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _remove_tree(path):
-    import os
-
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return
-    for name in names:
-        p = path + "/" + name
-        try:
-            os.remove(p)
-        except OSError:
-            _remove_tree(p)
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -231,6 +231,21 @@ class Store:
         self.sync()
         self._close_writer()
 
+    def erase(self):
+        """Delete every stored record and the store's directory (a factory reset). The
+        object is unusable afterwards: the board resets."""
+        self._close_writer()
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return
+        for name in names:
+            fmt.remove_quietly(self._prefix + name)
+        try:
+            os.rmdir(self.root)
+        except OSError:
+            pass
+
     def info(self):
         """For `status` and the CLI: the queue, and the capacity in force with what set it
         ("config": store_capacity; "flash": the filesystem's room, see the module comment)."""

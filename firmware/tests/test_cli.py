@@ -296,3 +296,19 @@ def test_factory_reset_keeps_only_the_device_id():
             assert "data" not in os.listdir(".")
 
     run(go())
+
+
+def test_a_config_the_flash_refuses_is_one_error_and_changes_nothing():
+    async def go():
+        with Rig() as r:
+            r.tracker.settings.path = "no-such-dir/config.json"  # every save fails (ENOENT)
+            out = await r.command("config set batch_size 5")
+            assert len(out) == 1 and out[0].startswith("error: could not be stored ("), out
+            assert out[0].endswith("; nothing changed")
+            assert r.cfg["batch_size"] == 20
+            r.cfg.set("batch_size", 7)  # as if changed before the flash went bad
+            out = await r.command("config unset batch_size")
+            assert len(out) == 1 and out[0].startswith("error: could not be stored ("), out
+            assert r.cfg["batch_size"] == 7
+
+    run(go())

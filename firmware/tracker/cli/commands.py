@@ -105,6 +105,8 @@ class Shell:
             return await work
         except Usage as e:
             out("error: %s" % e)
+        except StoreError as e:  # the flash refused the config: nothing changed
+            out("error: " + e.reason)
         except config.ConfigError as e:
             out("error: " + _config_error(e))
         except MemoryError:
@@ -218,7 +220,7 @@ class Shell:
                 if not answer:  # an Enter by mistake must not wipe the secret
                     out2("cancelled: nothing changed (config unset %s clears it)" % k.name)
                     return
-                self._print_changes(self._change({k.name: answer}), out2)
+                self._print_changes(self.device.settings.change({k.name: answer}), out2)
 
             return Ask("%s (not shown): " % k.name, then, hidden=True)
         if not args or len(args) % 2:
@@ -229,23 +231,14 @@ class Shell:
             if args[i] in changes:
                 raise Usage("%s given twice" % args[i])
             changes[args[i]] = args[i + 1]
-        self._print_changes(self._change(changes), out)
-
-    def _change(self, changes):
-        try:
-            return self.device.settings.change(changes)
-        except StoreError as e:
-            raise Usage(e.reason)
+        self._print_changes(self.device.settings.change(changes), out)
 
     async def _config_unset(self, args, out):
         if not args:
             raise Usage("usage: config unset KEY [KEY ...]")
         for name in args:
             config.key(name)
-        try:
-            self._print_changes(self.device.settings.unset(args), out)
-        except StoreError as e:
-            raise Usage(e.reason)
+        self._print_changes(self.device.settings.unset(args), out)
 
     async def _config_reset(self, args, out):
         yes = _flag(args, "--yes")
@@ -255,10 +248,7 @@ class Shell:
             if answer.strip().lower() not in ("y", "yes"):
                 out2("cancelled: nothing changed")
                 return
-            try:
-                changes = self.device.settings.reset_all()
-            except StoreError as e:
-                raise Usage(e.reason)
+            changes = self.device.settings.reset_all()
             self._print_changes([c for c in changes if c[2] != "unchanged"], out2)
             out2("ok: every key is at its default")
 

@@ -58,7 +58,6 @@ class Console:
         self._deferred = []
         self._dropped = 0
         self._last_key = clock()
-        self.counters = {"commands": 0, "errors": 0, "rejected_lines": 0}
 
     # ---- input ----------------------------------------------------------------------
 
@@ -82,7 +81,6 @@ class Console:
             self._complete()
             return
         if isinstance(r, Rejected):
-            self.counters["rejected_lines"] += 1
             self._end(["error: %s" % r])
             return
         await self._line(r)
@@ -110,7 +108,6 @@ class Console:
                 if ask is not None:
                     result = await shell.answer(ask, text, lines.append)
                 else:
-                    self.counters["commands"] += 1
                     result = await shell.run(text, lines.append)
                 if isinstance(result, Ask):
                     self._ask = result
@@ -120,9 +117,6 @@ class Console:
             lines.append("error: out of memory running that command; the app goes on")
         finally:
             self.busy = False
-        for line in lines:
-            if line.startswith("error:"):
-                self.counters["errors"] += 1
         self._end(lines)
 
     def _shell(self, lines):

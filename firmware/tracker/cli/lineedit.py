@@ -52,7 +52,6 @@ class LineEditor:
         self._cr = False  # the last byte was CR (a CRLF's LF is not a second Enter)
         self._history = []
         self._recall = 0  # how far back Up went (0: the line being typed)
-        self.noise_total = 0
 
     # ---- what the console asks -------------------------------------------------------
 
@@ -136,7 +135,6 @@ class LineEditor:
 
     def _noise_byte(self):
         self._noise += 1
-        self.noise_total += 1
         self._noise_at = self._clock()
 
     def _add(self, b):

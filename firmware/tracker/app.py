@@ -265,11 +265,8 @@ class Tracker:
 
             self.console = ConsolePort(self)
             asyncio.create_task(self.console.run())
-        try:
-            await self._failed.wait()
-            raise self._failure
-        finally:
-            log.sink = None
+        await self._failed.wait()
+        raise self._failure
 
 
 def make_link(board, cfg):
@@ -357,4 +354,6 @@ def _app(board, guard):
     try:
         asyncio.run(Tracker(board, cfg, guard=guard).run(console=True))
     finally:
-        log.sink = None  # a Ctrl-C can leave from any task: the REPL gets plain stdout
+        # Whatever ends the app (a Ctrl-C can leave from any task, whose finally blocks then
+        # never run): the REPL gets plain stdout, not the console's redraws.
+        log.sink = None

@@ -120,6 +120,25 @@ class Esp32Board:
                     rxbuf=cfg.get("rxbuf", RXBUF))  # fmt: skip
         return asyncio.StreamReader(uart)
 
+    def gnss_stream(self):
+        """A standalone GNSS receiver's UART (board.json gnss.uart) as an asyncio stream. Its
+        RX ring holds a few seconds of NMEA (about 500 B/s at 1 Hz) while the loop is busy."""
+        import asyncio
+
+        from machine import UART
+
+        cfg = self.info["gnss"]["uart"]
+        uart = UART(cfg["id"], baudrate=cfg.get("baudrate", 9600), tx=cfg["tx"], rx=cfg["rx"],
+                    rxbuf=cfg.get("rxbuf", 1024))  # fmt: skip
+        return asyncio.StreamReader(uart)
+
+    def gnss_enable(self):
+        """The receiver's power-enable pin (board.json gnss.enable), or None: always on."""
+        from machine import Pin
+
+        spec = (self.info.get("gnss") or {}).get("enable")
+        return Pin(spec["pin"], Pin.OUT) if spec else None
+
     def modem_pins(self):
         """The pins the modem driver uses (PWRKEY, power switch, STATUS with its polarity),
         after holding the lines it does not use at a defined level (hold_idle_lines)."""

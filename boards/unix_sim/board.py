@@ -88,6 +88,20 @@ class Board:
         )
         return asyncio.StreamReader(self._uart.stream())
 
+    def gnss_stream(self):
+        """A standalone GNSS receiver's UART (board.json gnss.uart): a pty whose other end
+        is the bench's GNSS simulator (host_tools/vboard/gnss), paced at its baud rate."""
+        import simuart
+
+        uart = self.info["gnss"].get("uart", {})
+        self._gnss_uart = simuart.UART(uart.get("id", 2), uart.get("baudrate", 9600))
+        return asyncio.StreamReader(self._gnss_uart.stream())
+
+    def gnss_enable(self):
+        """The receiver's power-enable pin (a bench GPIO), or None: always on."""
+        spec = (self.info.get("gnss") or {}).get("enable")
+        return simhal.Pin(spec["pin"]) if spec else None
+
     def _modem_pin(self, role):
         spec = (self.info.get("modem") or {}).get(role)
         return simhal.Pin(spec["pin"]) if spec else None

@@ -43,6 +43,19 @@ SAMPLE_SLACK_MS = 10000
 RETIME_CHECK_MS = 1000  # how soon a sleeping sampler sees a new interval_s
 UPLINK_STALL_MS = OPEN_TIMEOUT_MS + 120000
 AT_READER_STALL_MS = 10000
+# Why the sampler woke: its beat, a new interval_s, or movement (tracker/location).
+_DUE = 0
+_RETIMED = 1
+_MOVED = 2
+
+
+def _where(position):
+    fix = position[0] if position else None
+    if fix is None:
+        return " gnss=%s" % position[1] if position and position[1] else ""
+    from tracker.location.fix import degrees_text
+
+    return " at %s,%s" % (degrees_text(fix.lat), degrees_text(fix.lon))
 
 
 class Tracker:
@@ -69,6 +82,7 @@ class Tracker:
         # Every reading goes to flash before any send is tried; only a PUBACK releases it.
         self.store = Store(STORE_ROOT, capacity_records=cfg["store_capacity"])
         self.link = make_link(board, cfg)
+        self.location = make_location(board, cfg, self.link, clock)
         self.uplink = Uplink(self.link, cfg, self.device_id, self.store, self.status)
         modem = getattr(self.link, "modem", None)
         self.at = modem.at if modem is not None else None  # the AT engine make_link started
@@ -98,6 +112,7 @@ class Tracker:
             "memory_errors": self.memory_errors(),
             "crashes": self.guard.record.streak,
             "last_crash": self.last_crash(),
+            "gnss": self.location.status() if self.location else None,
         }
 
     def memory_errors(self):
@@ -117,45 +132,69 @@ class Tracker:
     async def sample_loop(self):
         every = Every(self._interval_ms(), self._clock)
         while True:
-            sample = await self.sensors.sample()
-            rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample)
-            self.store.append(encode(rec))
-            self.sampling.beat()  # stored: progress, as the watchdog's feeder sees it
-            self.last_sample = sample
-            self.last_sample_at = self._clock()
-            self.uplink.wake()
-            error = sample.get("sensor_error")
-            if error != self._last_error:
-                # A fault started, changed or cleared: say so in the retained status, once.
-                self._last_error = error
-                self.uplink.status_changed()
-            log.i(
-                _TAG,
-                "stored seq %d T=%s RH=%s bat=%s%s"
-                % (
-                    rec["seq"],
-                    rec["temperature"],
-                    rec["humidity"],
-                    rec["battery"],
-                    " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
-                ),
-            )
-            if await self._nap(every.wait_ms()):
-                every = Every(self._interval_ms(), self._clock)  # the next reading one new
-                await self._nap(every.wait_ms())  # interval after the change
+            await self._reading()
+            due = ticks_add(self._clock(), every.wait_ms())
+            while True:
+                why = await self._nap(due)
+                if why == _RETIMED:  # the next reading one new interval after the change
+                    every = Every(self._interval_ms(), self._clock)
+                    due = ticks_add(self._clock(), every.wait_ms())
+                elif why == _MOVED:
+                    await self._reading()  # an extra reading; the beat goes on
+                else:
+                    break
 
-    async def _nap(self, ms):
-        """Sleep `ms`, or until interval_s changes (True then). Slices of RETIME_CHECK_MS
-        rather than wait_for() on an event: that allocates a task and two exceptions per
-        reading, and the churn fragments a PSRAM-less heap (hil_tests/test_fit.py)."""
-        end = ticks_add(self._clock(), ms)
+    async def _reading(self):
+        sample = await self.sensors.sample()
+        loc = self.location
+        position = loc.snapshot() if loc else None
+        rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample, position)
+        self.store.append(encode(rec))
+        self.sampling.beat()  # stored: progress, as the watchdog's feeder sees it
+        if loc:
+            loc.reported(position[0])
+        self.last_sample = sample
+        self.last_sample_at = self._clock()
+        self.uplink.wake()
+        error = sample.get("sensor_error")
+        if error != self._last_error:
+            # A fault started, changed or cleared: say so in the retained status, once.
+            self._last_error = error
+            self.uplink.status_changed()
+        log.i(
+            _TAG,
+            "stored seq %d T=%s RH=%s bat=%s%s%s"
+            % (
+                rec["seq"],
+                rec["temperature"],
+                rec["humidity"],
+                rec["battery"],
+                " error=" + sample["sensor_error"] if sample.get("sensor_error") else "",
+                _where(position),
+            ),
+        )
+
+    async def _nap(self, due):
+        """Sleep until `due`; _RETIMED when interval_s changes first, _MOVED when the
+        location module asks for a reading (at least report_min_s after the last one).
+        Slices of RETIME_CHECK_MS rather than wait_for() on an event: that allocates a task
+        and two exceptions per reading, and the churn fragments a PSRAM-less heap
+        (hil_tests/test_fit.py)."""
+        loc = self.location
         while True:
             if self._retimed:
                 self._retimed = False
-                return True
-            left = ticks_diff(end, self._clock())
+                return _RETIMED
+            now = self._clock()
+            if (
+                loc is not None
+                and loc.triggered
+                and ticks_diff(now, self.last_sample_at) >= self.cfg["report_min_s"] * 1000
+            ):
+                return _MOVED
+            left = ticks_diff(due, now)
             if left <= 0:
-                return False
+                return _DUE
             await sleep_ms(left if left < RETIME_CHECK_MS else RETIME_CHECK_MS)
 
     def _apply_live(self, changed):
@@ -259,6 +298,15 @@ class Tracker:
         feeder.watch("uplink", self.uplink, UPLINK_STALL_MS)
         if self.at is not None:
             feeder.watch("at_reader", self.at, AT_READER_STALL_MS)
+        loc = self.location
+        if loc is not None:
+            asyncio.create_task(supervise("location", loc.run, g.memory, self._fail, self._clock))
+            reader = getattr(loc.receiver, "run", None)
+            if reader is not None:  # a UART receiver's resident reader
+                asyncio.create_task(
+                    supervise("gnss_uart", lambda: reader(self._clock), g.memory, self._fail,
+                              self._clock)
+                )  # fmt: skip
         asyncio.create_task(feeder.run(g.hung))
         if console:
             from tracker.cli.port import ConsolePort
@@ -267,6 +315,38 @@ class Tracker:
             asyncio.create_task(self.console.run())
         await self._failed.wait()
         raise self._failure
+
+
+def make_location(board, cfg, link, clock=ticks_ms):
+    """The location module over the board's GNSS (board.json "gnss"), or None without one:
+    {"source": "uart", "uart": {...}, "enable": {...}} a standalone NMEA receiver,
+    {"source": "modem"} the cellular modem's own GNSS."""
+    info = board.info.get("gnss") or {}
+    source = info.get("source")
+    if source is None:
+        return None
+    from tracker.location.receivers import ModemReceiver, UartReceiver
+    from tracker.location.service import Location
+
+    if source == "uart":
+        enable = info.get("enable") or {}
+        receiver = UartReceiver(
+            board.gnss_stream(), board.gnss_enable(), enable.get("active", 1)
+        )
+    elif source == "modem":
+        modem = getattr(link, "modem", None)
+        if modem is None:
+            log.w(_TAG, "board.json: gnss from the modem, but this board has none")
+            return None
+        try:
+            receiver = ModemReceiver(modem)
+        except ValueError as e:
+            log.w(_TAG, str(e))
+            return None
+    else:
+        log.w(_TAG, "board.json: unknown gnss source %r" % source)
+        return None
+    return Location(receiver, cfg, clock)
 
 
 def make_link(board, cfg):

@@ -269,6 +269,26 @@ SCHEMA = (
     Key("temperature_offset_c", float, 0.0,
         "Added to measured temperature (e.g. enclosure self-heating); "
         "humidity is corrected to match", min=-10.0, max=10.0, applies="now"),
+    # Location and motion-aware reporting (docs/location.md). interval_s is the longest gap
+    # between readings; movement adds readings, never closer than report_min_s.
+    Key("gnss", str, "auto", "GNSS use: auto (the board's receiver, powered only when "
+        "needed) or off (never powered; readings carry no position)",
+        enum=("auto", "off"), applies="now"),
+    Key("report_min_s", int, 10, "Shortest gap in seconds between readings that movement "
+        "asks for (distance or heading)", min=1, max=86400, applies="now"),
+    Key("move_distance_m", int, 100, "Metres moved since the last reading that ask for a "
+        "new one; also the radius within which the asset counts as not moving (0: off)",
+        min=0, max=100000, applies="now"),
+    Key("move_heading_deg", int, 30, "Change of heading in degrees since the last reading "
+        "that asks for a new one, when moving faster than 1 m/s (0: off)",
+        min=0, max=180, applies="now"),
+    Key("stationary_after_s", int, 300, "Seconds without movement after which the asset "
+        "is parked: GNSS off, readings only every interval_s (0: never park)",
+        min=0, max=86400, applies="now"),
+    Key("parked_check_s", int, 900, "While parked (or after a fix timeout), seconds between "
+        "GNSS checks for movement", min=30, max=86400, applies="now"),
+    Key("gnss_fix_timeout_s", int, 120, "Seconds GNSS may search for a fix before it is "
+        "switched off until the next check", min=10, max=3600, applies="now"),
 )  # fmt: skip
 
 _BY_NAME = {}

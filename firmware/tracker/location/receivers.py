@@ -29,6 +29,7 @@ class UartReceiver:
         self.reason = "off"
         self.counters = {"bytes": 0, "overlong": 0, "read_errors": 0}
         self._line = bytearray()
+        self._skip = False  # inside an overlong line
         self._buf = bytearray(128)
         self._heard = None  # ticks_ms() of the last byte
         self._on_at = 0
@@ -77,14 +78,17 @@ class UartReceiver:
         for i in range(n):
             b = data[i]
             if b == 10 or b == 13:
-                if line:
+                if line and not self._skip:
                     self._sentence(line, now)
-                    line[:] = b""  # in place: no new buffer per sentence
+                line[:] = b""  # in place: no new buffer per sentence
+                self._skip = False
+            elif self._skip:
+                continue
             elif len(line) < _MAX_LINE:
                 line.append(b)
-            else:
+            else:  # dropped up to the end of the line, counted once
                 self.counters["overlong"] += 1
-                line[:] = b""
+                self._skip = True
 
     def _sentence(self, line, now):
         n = self.nmea

@@ -46,6 +46,19 @@ def _vboard_args(p: argparse.ArgumentParser) -> None:
         default="board",
         help="simulated modem: sim7600 | a7670 | bg96 | none (host TCP); default: the board's",
     )
+    p.add_argument(
+        "--gnss",
+        default="board",
+        choices=("board", "uart", "modem", "none"),
+        help="where the firmware gets positions: a NMEA receiver on a UART, the modem's GNSS, "
+        "none; default: the board's (board.json gnss)",
+    )
+    p.add_argument(
+        "--route",
+        type=Path,
+        help="GPX file or NMEA log the simulated asset follows "
+        "(default: host_tools/vboard/gnss/routes/paris-drive.gpx)",
+    )
     p.add_argument("--name", help="bench name for `albatross bench` (default: device id)")
     p.add_argument("--workdir", type=Path, help="where logs and sockets go")
     p.add_argument(
@@ -86,6 +99,8 @@ def _make_vboard(args: argparse.Namespace, echo: Callable[[bytes], None] | None)
         echo=echo,
         modem=args.modem,
         usb_port=None if args.usb_port < 0 else args.usb_port,
+        route=args.route,
+        gnss=args.gnss,
     )
 
 
@@ -135,8 +150,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not rest:
             raise ValueError("usage: albatross bench NAME fault FAULT [on|off] [count=N]")
         on = not (len(rest) > 1 and rest[1] in ("off", "0", "false"))
-        params = dict(p.split("=", 1) for p in rest[2:] if "=" in p)
-        result = client.fault(rest[0], on, **{k: int(v) for k, v in params.items()})
+        params = dict(p.split("=", 1) for p in rest[1:] if "=" in p)
+        result = client.fault(rest[0], on, **{k: _bench_value(v) for k, v in params.items()})
     elif op in ("status", "snapshot"):
         result = client.call(op)
     elif op == "modem":
@@ -151,6 +166,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 "home|roaming|searching|denied|not_registered"
             )
         result = client.call("modem_registration", state=rest[0])
+    elif op == "gnss":
+        result = _bench_gnss(client, rest)
     elif op == "reset":
         result = client.call("reset", kind=rest[0] if rest else "hard")
     elif op == "power-cut":
@@ -159,6 +176,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown bench operation {op!r}")
     print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
     return 0
+
+
+def _bench_value(text: str) -> object:
+    """A KEY=VALUE value by its type: int, float, true/false, none, else the text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None, "null": None}.get(text.lower(), text)
+
+
+def _bench_gnss(client, rest: list[str]) -> dict:
+    """`albatross bench NAME gnss [route FILE [speed=M/S] | park | drive]`."""
+    if not rest:
+        return client.call("gnss")
+    if rest[0] == "route" and len(rest) >= 2:
+        extra = dict(p.split("=", 1) for p in rest[2:] if "=" in p)
+        values = {k: _bench_value(v) for k, v in extra.items()}
+        return client.call("gnss_route", path=str(Path(rest[1]).resolve()), **values)
+    if rest[0] in ("park", "drive") and len(rest) == 1:
+        return client.call("gnss_park", on=rest[0] == "park")
+    raise ValueError("usage: albatross bench NAME gnss [route FILE | park | drive]")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -404,9 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the vboard's --name (or device id)")
     p.add_argument(
         "op",
-        help="set | fault | status | snapshot | modem | signal | registration | reset | power-cut",
+        help="set | fault | status | snapshot | modem | signal | registration | gnss | reset | "
+        "power-cut",
     )
-    p.add_argument("args", nargs="*", help="e.g. temperature=21.5 | i2c_crc on count=3")
+    p.add_argument(
+        "args",
+        nargs="*",
+        help="e.g. temperature=21.5 | i2c_crc on count=3 | gnss_corrupt on rate=0.5 | "
+        "gnss route FILE | gnss park | gnss drive",
+    )
     p.add_argument("--workdir", type=Path, help="the vboard's --workdir, if it set one")
     p.add_argument("--json", action="store_true", help="one-line JSON output")
     p.set_defaults(func=cmd_bench)

@@ -17,12 +17,16 @@ from host_tools.broker import connect_url
 from host_tools.vboard import esp32boot
 from host_tools.vboard import runtime as rt
 from host_tools.vboard.bench import Bench
+from host_tools.vboard.gnss import DEFAULT_ROUTE, GnssSim, GnssTimings, Motion, NmeaReceiver
+from host_tools.vboard.gnss.route import Route, RouteError
+from host_tools.vboard.gnss_wiring import DEFAULT_UART, PIN_ENABLE, attach_gnss
 from host_tools.vboard.modem.sim import DIALECTS, ModemSimulator, Timings
 from host_tools.vboard.modem_wiring import attach_modem
 from host_tools.vboard.supervisor import Supervisor, VboardError, parse_size
 from host_tools.vboard.usb import UsbPort
 
 DEFAULT_BOARD = "unix_sim"
+GNSS_SOURCES = ("board", "uart", "modem", "none")
 
 
 def parse_heap(text: str | None) -> int | None:
@@ -93,13 +97,20 @@ class VirtualBoard:
         cut_after: int = 0,
         files: Iterable[tuple[str, bytes]] = (),
         usb_port: int | None = 0,
+        route: Path | str | None = None,
+        gnss: str = "board",
+        gnss_timings: GnssTimings | None = None,
     ) -> None:
         """modem: a simulator dialect (sim7600, a7670, bg96), "none" for the host's TCP
         instead of a modem, or "board" for what the board's board.json says.
         files: (device path, bytes) written onto the flash after the firmware, e.g. a test's
         own main.py.
         usb_port: the TCP port of the board's USB port (rfc2217, usb.py); 0 picks a free
-        one, None leaves the board without one."""
+        one, None leaves the board without one.
+        route: the GPX file or NMEA log the asset follows (default: gnss/routes/paris-drive.gpx).
+        gnss: where the firmware gets its position (board.json "gnss"): "uart" a standalone
+        NMEA receiver, "modem" the modem's GNSS, "none" nowhere, "board" what board.json says.
+        The modem's GNSS commands answer from the same route in every case."""
         self.name = name
         self.workdir = Path(workdir) if workdir else default_workdir(name)
         self.keep_image = image is not None
@@ -134,12 +145,48 @@ class VirtualBoard:
             self.board_info["modem"] = dict(self.board_info.get("modem") or {}, family=modem)
         self.modem = modem
         self.modem_timings = modem_timings
+        self._set_gnss_source(gnss)
+        try:
+            self.route = Route.load(route or DEFAULT_ROUTE)
+        except RouteError as e:
+            raise VboardError(f"route {route}: {e}") from None
+        self.gnss_timings = gnss_timings
+        self.motion: Motion | None = None
+        self.gnss_uart: NmeaReceiver | None = None
+        self.modem_gnss: GnssSim | None = None
         self.cut_after = cut_after  # cut the power at this flash operation of the first boot
         self.modem_sim: ModemSimulator | None = None
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
         self.usb_port = usb_port
         self.usb: UsbPort | None = None
+
+    def _set_gnss_source(self, gnss: str) -> None:
+        """Rewrite board_info["gnss"] as --gnss asks (as --modem rewrites "modem")."""
+        if gnss not in GNSS_SOURCES:
+            raise VboardError(f"unknown gnss {gnss!r}: choose {', '.join(GNSS_SOURCES)}")
+        info = self.board_info.get("gnss") or None
+        if gnss == "board":
+            if info and info.get("source") == "modem" and self.modem is None:
+                info = None  # the board's GNSS is in the modem, and there is no modem
+        elif gnss == "none":
+            info = None
+        elif gnss == "modem":
+            if self.modem is None:
+                raise VboardError("--gnss modem needs a modem (not --modem none)")
+            info = {"source": "modem"}
+        else:
+            old = info if info and info.get("source") == "uart" else {}
+            info = {
+                "source": "uart",
+                "uart": old.get("uart") or dict(DEFAULT_UART),
+                "enable": old.get("enable") or {"pin": PIN_ENABLE, "active": 1},
+            }
+        self.board_info["gnss"] = info
+
+    @property
+    def gnss_source(self) -> str | None:
+        return (self.board_info.get("gnss") or {}).get("source")
 
     @property
     def flash_size(self) -> int | None:
@@ -193,13 +240,43 @@ class VirtualBoard:
             self.bench.set_battery(self.initial["battery"])
         self.bench.start()
         env = {"ALBATROSS_BENCH": str(self.bench.socket_path)}
+        self.motion = Motion(self.route)
+        receivers: dict[str, GnssSim] = {}
+        if self.gnss_source == "uart":
+            info = self.board_info["gnss"]
+            uart = info.get("uart") or DEFAULT_UART
+            sim = GnssSim(self.motion, timings=self.gnss_timings, seed=f"uart:{self.name}")
+            self.gnss_uart = NmeaReceiver(
+                sim,
+                self.workdir,
+                baud=int(uart.get("baudrate", DEFAULT_UART["baudrate"])),
+                talker=str(info.get("talker", "GN")),
+            ).start()
+            receivers["uart"] = sim
         if self.modem:
             info = self.board_info["modem"]
             baud = int((info.get("uart") or {}).get("baudrate", 115200))
+            self.modem_gnss = GnssSim(
+                self.motion, timings=self.gnss_timings, seed=f"modem:{self.name}", name="modem"
+            )
+            receivers["modem"] = self.modem_gnss
             self.modem_sim = ModemSimulator(
-                self.modem, self.workdir, baud=baud, timings=self.modem_timings
+                self.modem,
+                self.workdir,
+                baud=baud,
+                timings=self.modem_timings,
+                gnss=self.modem_gnss,
             ).start()
             env.update(attach_modem(self.bench, self.modem_sim, info))
+        env.update(
+            attach_gnss(
+                self.bench,
+                self.motion,
+                receivers,
+                uart=self.gnss_uart,
+                gnss_info=self.board_info.get("gnss"),
+            )
+        )
         self.supervisor = Supervisor(
             self.image,
             self.workdir,
@@ -234,6 +311,8 @@ class VirtualBoard:
             self.supervisor.stop()
         if self.modem_sim:
             self.modem_sim.stop()
+        if self.gnss_uart:
+            self.gnss_uart.stop()
         if self.bench:
             self.bench.stop()
 

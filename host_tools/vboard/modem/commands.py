@@ -41,6 +41,10 @@ CME_TEXT = {
     567: "socket has been closed",
     569: "operation timeout",
     572: "operation not allowed",
+    # Quectel GNSS error codes (Quectel GNSS AT manual, check): modem/gnss_at.py.
+    504: "Session is ongoing",
+    505: "Session not active",
+    516: "Not fixed now",
 }
 
 # V.250 numeric result codes (ATV0).

@@ -27,6 +27,8 @@ from .network import REGISTERED, Network
 from .sockets import HostLink
 
 if TYPE_CHECKING:
+    from host_tools.vboard.gnss.model import GnssSim
+
     from .common import Dialect
 
 OFF = "off"
@@ -149,11 +151,14 @@ class Modem:
         self.rng = random.Random(0)
         # Counters
         self.commands: Counter[str] = Counter()
+        self.gnss: GnssSim | None = None  # the module's GNSS (modem/gnss_at.py), if any
         self._reset_state()
 
     # -- state ---------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
+        if self.gnss is not None:
+            self.gnss.set_power(False)  # the GNSS is off after every boot and power-off
         self.settings = Settings(cmee=self.dialect.default_cmee)
         self.sim = "busy"  # "busy" until the SIM banner, then "ready" or "absent"
         self.stat = 0

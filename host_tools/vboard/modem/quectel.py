@@ -36,6 +36,7 @@ from __future__ import annotations
 from .commands import CmeError, Command, CommandError, Reply, answered_test_form, send_request
 from .common import Dialect, at
 from .core import PENDING
+from .gnss_at import Bg96Gnss
 from .sockets import DNS_FAILED, TIMED_OUT, HostLink
 
 MAX_SOCKETS = 12  # connectID 0..11
@@ -44,7 +45,7 @@ MAX_READ = 1500
 QIOPEN_ERR = {DNS_FAILED: 565, TIMED_OUT: 569}  # everything else: 566, connect failed
 
 
-class Bg96(Dialect):
+class Bg96(Bg96Gnss, Dialect):
     name = "bg96"
     manufacturer = "Quectel"
     model = "BG96"

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import Dialect
 from .core import ON, POWERING_DOWN, Modem, Timings
@@ -65,6 +66,9 @@ from .loop import Loop
 from .network import Network, reg_code
 from .quectel import Bg96
 from .simcom import A7670, Sim7600
+
+if TYPE_CHECKING:
+    from host_tools.vboard.gnss.model import GnssSim
 
 __all__ = ["DIALECTS", "FAULTS", "ModemSimError", "ModemSimulator", "Timings"]
 
@@ -99,7 +103,10 @@ class ModemSimulator:
         baud: int = 115200,
         timings: Timings | None = None,
         seed: str | None = None,
+        gnss: GnssSim | None = None,
     ) -> None:
+        """gnss: the module's GNSS receiver model (host_tools/vboard/gnss), answering the
+        dialect's GNSS commands (modem/gnss_at.py); None: they answer ERROR."""
         if dialect not in DIALECTS:
             raise ModemSimError(f"unknown modem {dialect!r}: choose {', '.join(DIALECTS)}")
         self.dialect = dialect
@@ -111,6 +118,9 @@ class ModemSimulator:
         self.network = Network(registration_delay_s=self.timings.registration_s, seed=self.seed)
         self._loop = Loop(baud, self.transcript_path)
         self._modem = Modem(DIALECTS[dialect](self.seed), self.network, self.timings, self._loop)
+        self._modem.gnss = gnss
+        if gnss is not None:
+            gnss.set_power(False)  # the modem starts unpowered, its GNSS with it
         self._loop.on_rx = self._modem.on_rx
         self._loop.on_link = self._modem.on_link_readable
         self._storm_gen = 0
@@ -142,6 +152,10 @@ class ModemSimulator:
         if not self._loop.running:
             raise ModemSimError("the simulator is not started: call start() first")
         return self._loop.uart_path
+
+    @property
+    def gnss(self) -> GnssSim | None:
+        return self._modem.gnss
 
     @property
     def imei(self) -> str:

@@ -44,6 +44,7 @@ from __future__ import annotations
 from .commands import CmeError, Command, CommandError, Reply, answered_test_form, send_request
 from .common import Dialect, at
 from .core import PENDING, POWERING_DOWN
+from .gnss_at import A7670Gnss, Sim7600Gnss
 from .sockets import DNS_FAILED, TIMED_OUT, HostLink
 
 MAX_LINKS = 10  # link numbers 0..9
@@ -52,7 +53,7 @@ MAX_READ = 1500  # AT+CIPRXGET=2 length limit
 CIPOPEN_ERR = {DNS_FAILED: 11, TIMED_OUT: 10}  # everything else: 1, network failure
 
 
-class Sim7600(Dialect):
+class Sim7600(Sim7600Gnss, Dialect):
     name = "sim7600"
     manufacturer = "SIMCOM INCORPORATED"
     model = "SIMCOM_SIM7600G-H"
@@ -377,7 +378,7 @@ class Sim7600(Dialect):
         m.later(0.0, lambda: m.urc(f"+CIPCLOSE: {link_id},0"))
 
 
-class A7670(Sim7600):
+class A7670(A7670Gnss, Sim7600):
     name = "a7670"
     model = "A7670E-FASE"
     revision = "A110B01A7670M7_F"

@@ -92,6 +92,9 @@ class VboardFactory:
         (workdir / "test.txt").write_text(self.test_name + "\n")
         if modem != "none":
             kwargs.setdefault("modem_timings", Timings.fast())
+        # No GNSS unless a test asks (gnss="modem"|"uart"): a moving asset adds readings and
+        # AT traffic that the other scenarios do not count on.
+        kwargs.setdefault("gnss", "none")
         vb = VirtualBoard(name=device_id, workdir=workdir, config=config, modem=modem, **kwargs)  # type: ignore[arg-type]
         vb.device_id = device_id  # type: ignore[attr-defined]
         vb.start()

@@ -83,6 +83,7 @@ async def status_data(device):
         "store": base["store"],
         "last_reading": sample,
         "last_reading_age_s": _age_s(device.last_sample_at),
+        "gnss": _gnss(device.location),
         "sensors": base["sensors"],
         "heap": base["heap"],
         "log": base["log"],
@@ -90,6 +91,20 @@ async def status_data(device):
         "crashes": base["crashes"],
         "last_crash": base["last_crash"],
     }
+
+
+def _gnss(loc):
+    if loc is None:
+        return None
+    from tracker.location.fix import degrees_text
+
+    out = loc.status()
+    fix = loc.last
+    out["position"] = None if fix is None else {
+        "lat": degrees_text(fix.lat), "lon": degrees_text(fix.lon), "alt": fix.alt,
+        "speed": fix.speed, "heading": fix.heading, "sats": fix.sats, "hdop": fix.hdop,
+    }  # fmt: skip
+    return out
 
 
 def _v(x, unit=""):
@@ -185,6 +200,25 @@ def status_lines(d):
         )
     else:
         out.append("reading   none yet")
+    g = d["gnss"]
+    if g is not None:
+        p = g["position"]
+        out.append(
+            "gnss      %s (%s)%s, %s; first fix after %s, on %d s, %d fixes, %d timeouts"
+            % (
+                g["state"],
+                g["source"],
+                ", " + g["reason"] if g["reason"] else "",
+                "at %s,%s (%s s old, %s sats, HDOP %s)"
+                % (p["lat"], p["lon"], g["fix_age_s"], _v(p["sats"]), _v(p["hdop"]))
+                if p
+                else "no position yet",
+                _v(g["ttff_s"], " s"),
+                g["on_s"],
+                g["fixes"],
+                g["timeouts"],
+            )  # fmt: skip
+        )
     s = d["sensors"]
     out.append(
         "sensors   %d samples, %d failed, %d CRC errors, %d bus errors, %d bus recoveries"

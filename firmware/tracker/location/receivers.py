@@ -26,6 +26,7 @@ class UartReceiver:
         self._active = enable_active
         self.nmea = Nmea()
         self.on = False
+        self.started_at = None  # ticks_ms() the receiver was switched on
         self.reason = "off"
         self.counters = {"bytes": 0, "overlong": 0, "read_errors": 0}
         self._line = bytearray()
@@ -44,6 +45,7 @@ class UartReceiver:
             self._enable.value(self._active if on else 1 - self._active)
         if on and not self.on:
             self._on_at = now
+            self.started_at = now
             self._heard = None
         self.on = on
         self.reason = "searching" if on else "off"
@@ -153,6 +155,7 @@ class ModemReceiver:
         except KeyError:
             raise ValueError("no GNSS commands known for modem family %s" % modem.family)
         self.on = False
+        self.started_at = None  # ticks_ms() the modem took the GNSS on command
         self.reason = "off"
         self.counters = {"queries": 0, "errors": 0, "restarts": 0}
         self._generation = None  # the modem's boot count when GNSS was last switched on
@@ -178,14 +181,15 @@ class ModemReceiver:
             self._generation = None  # switched on when the modem is back
             return
         if on:
-            await self._switch_on()
+            await self._switch_on(now)
         else:
             self._generation = None
             r = await self._cmd(self._off)
             if isinstance(r, Exception) and getattr(r, "code", None) != _NOT_ACTIVE:
                 self.counters["errors"] += 1
 
-    async def _switch_on(self):
+    async def _switch_on(self, now):
+        self.started_at = now
         r = await self._cmd(self._on)
         code = getattr(r, "code", None)
         if isinstance(r, Exception) and code != _ALREADY_ON:
@@ -205,7 +209,7 @@ class ModemReceiver:
             if self._generation is not None:
                 self.counters["restarts"] += 1  # the modem rebooted: its GNSS is off again
                 log.i(_TAG, "modem restarted: GNSS on again")
-            await self._switch_on()
+            await self._switch_on(now)
         self.counters["queries"] += 1
         r = await self._cmd(self._query)
         if isinstance(r, Exception):

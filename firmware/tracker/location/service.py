@@ -153,8 +153,11 @@ class Location:
         self._fresh = False
         self.counters["fixes"] += 1
         self.last = fix
-        if first:  # the first fix since GNSS went on
-            self.ttff_ms = ticks_diff(now, self._session_at)
+        if first:  # the first fix since GNSS went on (the modem's: since it took the command)
+            since = getattr(self.receiver, "started_at", None)
+            if since is None or ticks_diff(since, self._session_at) < 0:
+                since = self._session_at
+            self.ttff_ms = ticks_diff(now, since)
             log.i(_TAG, "fix after %d ms: %r" % (self.ttff_ms, fix))
         cfg = self.cfg
         move_m = cfg["move_distance_m"]

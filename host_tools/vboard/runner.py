@@ -245,7 +245,9 @@ class VirtualBoard:
         if self.gnss_source == "uart":
             info = self.board_info["gnss"]
             uart = info.get("uart") or DEFAULT_UART
-            sim = GnssSim(self.motion, timings=self.gnss_timings, seed=f"uart:{self.name}")
+            sim = GnssSim(
+                self.motion, timings=self.gnss_timings, seed=f"uart:{self.name}", name="uart"
+            )
             self.gnss_uart = NmeaReceiver(
                 sim,
                 self.workdir,

@@ -24,6 +24,7 @@ _TRACK = 32
 _SATS = 64  # not gpsd's: satellites used, HDOP and GGA quality are kept per epoch too
 _HDOP = 128
 _QUALITY = 256
+_TOD = 512  # a time of day, dated or not
 
 _KNOT = 1852 / 3600  # m/s
 _POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
@@ -296,8 +297,9 @@ class Nmea:
             self._nmode = 3
         if self._new_epoch:
             self._clear()
-        if mask & _TIME:
+        if mask & _TOD:
             self.tod_ms = self._ntod
+        if mask & _TIME:
             self._fix_day = self._day
         if mask & _LATLON:
             self.lat = self._nlat
@@ -340,8 +342,8 @@ class Nmea:
         if not self._latch:
             self._gga_time = tod
         mask = 0
-        if tod >= 0 and self._time(tod):
-            mask |= _TIME
+        if tod >= 0:
+            mask |= self._time(tod)
         sats = self._int(7)
         if quality == 0:  # "fix not valid": whatever the fields say
             self._nmode = 1
@@ -379,7 +381,7 @@ class Nmea:
             if tod >= 0 and self._ddmmyy(9):
                 self._register(tod)
                 self._ntod = tod
-                mask |= _TIME
+                mask |= _TIME | _TOD
         if self._latlon(3):
             mask |= _LATLON
             if self._last_mode <= 2:
@@ -407,8 +409,8 @@ class Nmea:
         mask = 0
         if not self._empty(5):
             tod = self._hhmmss(5)
-            if tod >= 0 and self._time(tod):
-                mask |= _TIME
+            if tod >= 0:
+                mask |= self._time(tod)
         valid = self._ch(6)
         if valid == 65 and (n < 8 or self._ch(7) != 78) and self._latlon(1):  # A, not N
             mask |= _LATLON
@@ -424,8 +426,8 @@ class Nmea:
         mask = 0
         if not self._empty(1):
             tod = self._hhmmss(1)
-            if tod >= 0 and self._time(tod):
-                mask |= _TIME
+            if tod >= 0:
+                mask |= self._time(tod)
         faa = self._ch(6)
         if faa == 0 or faa == 78:  # missing or N: not valid
             self._nmode = 1
@@ -512,7 +514,7 @@ class Nmea:
         self._day = days_from_civil(year, month, day)
         self._register(tod)
         self._ntod = tod
-        return _TIME
+        return _TIME | _TOD
 
     # -- time ------------------------------------------------------------------------------
 
@@ -559,11 +561,11 @@ class Nmea:
         return tod
 
     def _time(self, tod):
-        """A GGA/GLL/GNS time: starts an epoch when it moved; gives the fix a time only once
-        a date is known (from RMC or ZDA)."""
+        """A GGA/GLL/GNS time: starts an epoch when it moved; dates the fix only once a date
+        is known (from RMC or ZDA)."""
         self._register(tod)
         self._ntod = tod
-        return self._day is not None
+        return _TOD | _TIME if self._day is not None else _TOD
 
     def _register(self, tod):
         last = self._frac

@@ -408,6 +408,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gnss(args: argparse.Namespace) -> int:
+    from host_tools.gnss_replay import run
+
+    return run(args.log, as_json=args.json)
+
+
 def _flash_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", required=True, help="board folder under boards/")
     p.add_argument(
@@ -647,6 +653,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("gnss", help="GNSS tools")
+    gnss = p.add_subparsers(dest="gnss_command", required=True)
+    p = gnss.add_parser(
+        "replay",
+        help="run an NMEA log through the firmware's parser and list its fixes",
+        description="Feed LOG line by line to the firmware's NMEA parser and print one line "
+        "per fix (each epoch with a position), then the sentence counts. Lines starting "
+        "with # are skipped.",
+    )
+    p.add_argument("log", help="NMEA log file, - for stdin")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one gpsd-style TPV object per fix (class, mode, time, lat, lon, altMSL, speed, "
+        "track), the summary on stderr",
+    )
+    p.set_defaults(func=cmd_gnss)
     return parser
 
 

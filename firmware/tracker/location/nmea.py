@@ -72,7 +72,7 @@ class Nmea:
     """feed() one sentence at a time; the attributes hold the current epoch's fix:
     mode (0 nothing yet this epoch, 1 no fix, 2 2D, 3 3D), lat/lon (int microdegrees),
     alt (m MSL), speed (m/s), track (deg true), sats, hdop, quality (GGA), tod_ms (UTC ms of
-    the day); date is a property. Unknown values are None."""
+    the day); date is a property. Unknown values are None. epochs counts the epochs begun."""
 
     def __init__(self):
         self.counters = {
@@ -83,6 +83,7 @@ class Nmea:
             "unknown": 0,
             "no_checksum": 0,
         }
+        self.epochs = 0  # epochs begun: a change means the previous one is complete
         self._b = b""
         self._n = 0
         self._s = [0] * _MAX_FIELDS
@@ -297,6 +298,7 @@ class Nmea:
             self._nmode = 3
         if self._new_epoch:
             self._clear()
+            self.epochs += 1
         if mask & _TOD:
             self.tod_ms = self._ntod
         if mask & _TIME:

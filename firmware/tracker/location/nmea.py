@@ -227,6 +227,7 @@ class Nmea:
         self._b = line
         self._n = n
         kind = self._dispatch(n)
+        self._b = b""  # don't keep the caller's line alive
         # gpsd accumulates GSA satellites only over consecutive GSA sentences.
         if kind != "GSA":
             self._gsa_talker = 0

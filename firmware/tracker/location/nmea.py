@@ -5,7 +5,11 @@
 # parser is judged by (tests/test_nmea_corpus.py): a sentence whose time differs from the last
 # timed one starts a new epoch and clears the fix; each sentence then merges only what it
 # carries; GGA/GNS give 3D only with an altitude and 4+ satellites; RMC and GLL, which carry no
-# altitude, keep the epoch 3D when it already was.
+# altitude, keep the epoch 3D when it already was; GGA/GLL/GNS are dated by the last RMC/ZDA.
+# Where gpsd is laxer we are not: a GGA with fix quality 0 is no fix (gpsd reads only its
+# satellite count), and midnight is when the time of day falls back by over 12 hours (gpsd:
+# any smaller hour, so a log that jumps back an hour gains a day). A sentence without checksum
+# is taken, as gpsd takes it, and counted in counters["no_checksum"].
 #
 # Pure logic for the device: one sentence is parsed in place (field offsets into the line, no
 # split, no per-sentence dict); latitude and longitude are integer microdegrees computed from

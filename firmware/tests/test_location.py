@@ -144,6 +144,7 @@ class FakeReceiver:
         self.heading = None
         self.speed = 0.0
         self.switches = []
+        self.counters = {"queries": 0}
 
     async def power(self, on, now=0):
         self.on = on
@@ -250,3 +251,13 @@ def test_gnss_off_by_config_powers_it_down_and_says_so():
     assert not r.on and loc.state == "off"
     fix, reason, _ = loc.snapshot()
     assert reason == "off" and fix is not None  # the last position stays known
+
+
+def test_status_reports_state_and_counters():
+    loc, r, clock = rig()
+    r.position = (45000000, 7000000)
+    seconds(loc, clock, 3)
+    s = loc.status()
+    assert (s["source"], s["state"], s["reason"], s["fixes"], s["sessions"]) == (
+        "fake", "tracking", None, 2, 1)  # fmt: skip
+    assert s["ttff_s"] == 1.0 and s["fix_age_s"] == 1 and s["receiver"] == {"queries": 0}

@@ -76,6 +76,10 @@ class Location:
 
     def status(self):
         fix, reason, age = self.snapshot()
+        receiver = dict(self.receiver.counters)
+        nmea = getattr(self.receiver, "nmea", None)
+        if nmea is not None:  # what the NMEA parser refused (bad checksums, garbage)
+            receiver.update(nmea.counters)
         return {
             "source": self.receiver.source if self.receiver else None,
             "state": self.state,
@@ -88,6 +92,7 @@ class Location:
             "timeouts": self.counters["timeouts"],
             "triggers": self.counters["triggers"],
             "parks": self.counters["parks"],
+            "receiver": receiver,
         }
 
     # ---- the task -----------------------------------------------------------------------

@@ -22,11 +22,16 @@ sentence:
     derives both from successive positions when no sentence carries them; the parser reports
     only what the receiver said).
 Echoed sentences are aligned with the log by content, in order; a sentence the parser
-understands that cannot be aligned counts as a mismatch.
+understands that cannot be aligned counts as a mismatch. The parser must also refuse what gpsd
+refused (log lines gpsd did not echo: bad or missing checksums, cut or binary lines) and take
+what gpsd took whole, for the sentence types it understands; gpsd's lexer also refuses talker
+IDs it does not list (e.g. $IMGSA), which the parser takes: talkers gpsd echoes nowhere in the
+corpus are not held against it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from datetime import datetime
@@ -108,6 +113,7 @@ def compare_log(name: str) -> dict:
     echo_type = None
     aligned = False
     tally = {"tpv_compared": 0, "tpv_with_position": 0, "mismatches": 0, "unaligned": 0}
+    tally["acceptance"] = 0
     tally["first"] = []
     for entry in (c.strip() for c in chk):
         if not entry:
@@ -140,13 +146,45 @@ def compare_log(name: str) -> dict:
                 tally["unaligned"] += 1
                 tally["mismatches"] += 1
             continue
-        while fed <= at:
-            parser.feed(lines[fed])
+        while fed < at:  # lines gpsd did not take
+            _refused(tally, texts[fed], parser.feed(lines[fed]), None)
             fed += 1
-    for raw in lines[fed:]:
-        parser.feed(raw)
+        _refused(tally, texts[fed], parser.feed(lines[fed]), echo)
+        fed += 1
+    for raw, text in zip(lines[fed:], texts[fed:], strict=True):
+        _refused(tally, text, parser.feed(raw), None)
     tally["counters"] = dict(parser.counters)
     return tally
+
+
+@functools.cache
+def _gpsd_talkers() -> frozenset[str]:
+    """The talker IDs gpsd echoes anywhere in the corpus: its lexer knows a fixed list (IM,
+    for one, is not on it) where the parser takes any two upper-case letters."""
+    out = set()
+    for chk in CORPUS.glob("*.chk"):
+        for line in chk.read_bytes().split(b"\n"):
+            if line.startswith(b"$") and len(line) > 3 and line[1] != ord("P"):
+                out.add(line[1:3].decode("latin-1"))
+    return frozenset(out)
+
+
+def _refused(tally: dict, text: str, taken: str | None, echo: str | None) -> None:
+    """A sentence gpsd refused (not echoed: bad or missing checksum, cut, binary) the parser
+    must refuse, unless gpsd refused its talker; one gpsd took whole, of a type the parser
+    understands, the parser must take."""
+    gpsd_took = echo is not None and text.strip() == echo
+    talker = text.strip()[1:3]
+    if taken is not None and echo is None and talker in _gpsd_talkers():
+        wrong = ("parser took a sentence gpsd refused", text.strip()[:100])
+    elif taken is None and gpsd_took and _sentence_type(echo) is not None:
+        wrong = ("parser refused a sentence gpsd took", echo[:100])
+    else:
+        return
+    tally["mismatches"] += 1
+    tally["acceptance"] += 1
+    if len(tally["first"]) < 5:
+        tally["first"].append(wrong)
 
 
 LOGS = sorted(p.name for p in CORPUS.glob("*.log"))

@@ -218,13 +218,16 @@ def test_checksum_in_lower_case_and_line_endings():
     assert p.counters["bad_checksum"] == 0
 
 
-def test_without_checksum_taken_as_gpsd_does_but_counted():
+def test_without_checksum_refused_as_gpsd_does():
     p = Nmea()
-    assert p.feed(GGA[:-5] + b"\r\n") == "GGA"
-    assert p.lat == LAT and p.counters["no_checksum"] == 1
-    # a line cut short has too few fields
+    assert p.feed(GGA[:-5] + b"\r\n") is None
+    assert p.lat is None and p.counters["bad_checksum"] == 1
+    # a line cut short by an overrun looks the same
     assert p.feed(b"$GPGGA,123520,4807.038,N") is None
-    assert p.counters["malformed"] == 1 and p.lat == LAT
+    assert p.counters["bad_checksum"] == 2 and p.lat is None
+    # a checksum cut to one digit is malformed
+    assert p.feed(GGA[:-3]) is None
+    assert p.counters["malformed"] == 1
 
 
 def test_proprietary_and_unknown_are_ignored_cleanly():
@@ -277,4 +280,4 @@ def test_counters_add_up():
         p.feed(line)
     c = p.counters
     assert c["sentences"] == 6
-    assert (c["taken"], c["bad_checksum"], c["unknown"], c["malformed"]) == (2, 1, 1, 2)
+    assert (c["taken"], c["bad_checksum"], c["unknown"], c["malformed"]) == (2, 2, 1, 1)

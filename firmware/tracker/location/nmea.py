@@ -8,8 +8,8 @@
 # altitude, keep the epoch 3D when it already was; GGA/GLL/GNS are dated by the last RMC/ZDA.
 # Where gpsd is laxer we are not: a GGA with fix quality 0 is no fix (gpsd reads only its
 # satellite count), and midnight is when the time of day falls back by over 12 hours (gpsd:
-# any smaller hour, so a log that jumps back an hour gains a day). A sentence without checksum
-# is taken, as gpsd takes it, and counted in counters["no_checksum"].
+# any smaller hour, so a log that jumps back an hour gains a day). As gpsd does, a sentence
+# without checksum is refused (counted as a bad checksum).
 #
 # Pure logic for the device: one sentence is parsed in place (field offsets into the line, no
 # split, no per-sentence dict); latitude and longitude are integer microdegrees computed from
@@ -85,7 +85,6 @@ class Nmea:
             "bad_checksum": 0,
             "malformed": 0,
             "unknown": 0,
-            "no_checksum": 0,
         }
         self.epochs = 0  # epochs begun: a change means the previous one is complete
         self._b = b""
@@ -195,21 +194,21 @@ class Nmea:
                 return None
             total ^= ch
         if star < 0:
-            # gpsd takes a sentence without checksum (old Garmins send some): so do we,
-            # counted; a cut line is still caught by the field counts below.
-            c["no_checksum"] += 1
-        else:
-            if end - star != 3:
-                c["malformed"] += 1
-                return None
-            hi = _hex(line[star + 1])
-            lo = _hex(line[star + 2])
-            if hi < 0 or lo < 0:
-                c["malformed"] += 1
-                return None
-            if hi * 16 + lo != total:
-                c["bad_checksum"] += 1
-                return None
+            # No checksum: refused, as gpsd refuses it (its corpus: hp58534a.log); a line cut
+            # short by a UART overrun looks just like this.
+            c["bad_checksum"] += 1
+            return None
+        if end - star != 3:
+            c["malformed"] += 1
+            return None
+        hi = _hex(line[star + 1])
+        lo = _hex(line[star + 2])
+        if hi < 0 or lo < 0:
+            c["malformed"] += 1
+            return None
+        if hi * 16 + lo != total:
+            c["bad_checksum"] += 1
+            return None
         # Field offsets, in place.
         s = self._s
         e = self._e

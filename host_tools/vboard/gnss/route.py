@@ -260,11 +260,9 @@ class Route:
     def position(self, t: float) -> Position:
         """Where the asset is `t` seconds after the route began."""
         pts = self.points
-        if len(pts) == 1 or t <= 0:
+        if len(pts) == 1 or t < 0:
             p = pts[0]
-            moving = len(pts) > 1 and t == 0 and pts[1].t > 0 and self._seg_m[0] > 0
-            speed = self._seg_m[0] / pts[1].t if moving else 0.0
-            return Position(p.lat, p.lon, p.alt, speed, self._headings[0] if self._headings else 0)
+            return Position(p.lat, p.lon, p.alt, 0.0, self._headings[0] if self._headings else 0)
         if t >= self.duration_s:
             p = pts[-1]
             return Position(p.lat, p.lon, p.alt, 0.0, self._headings[-1])

@@ -163,6 +163,9 @@ def test_void_fixes():
     assert q.feed(sentence("GPRMC,123520,V,4807.038,N,01131.000,E,,,230394,,,N")) == "RMC"
     assert q.mode == 1 and not q.fixed()
     assert q.date == (1994, 3, 23)  # a void RMC's date is not taken (nor dropped)
+    # status A but mode indicator N (not valid): void too
+    assert q.feed(sentence("GPRMC,123521,A,4807.038,N,01131.000,E,,,230394,,,N")) == "RMC"
+    assert q.mode == 1 and not q.fixed()
     r = Nmea()
     assert r.feed(sentence("GNGNS,101010.00,5000.0,N,00000.0,W,NNN,00,,,,,,V")) == "GNS"
     assert r.mode == 1 and not r.fixed()

@@ -377,7 +377,8 @@ class Nmea:
 
     def _rmc(self, n):
         status = self._ch(2)
-        if status != 65 and status != 68:  # not A or D: void
+        if (status != 65 and status != 68) or (n > 12 and self._ch(12) == 78):
+            # V (void), or NMEA 2.3's mode indicator N (data not valid)
             # Its time and date are not trusted either (MTK3301 and RGM-3800 send bogus ones).
             self._nmode = 1
             return _MODE

@@ -290,6 +290,25 @@ def test_fix_is_the_route_position_within_the_noise(clock: FakeClock) -> None:
     assert fix is not None and dist(fix, truth.lat, truth.lon) < 0.01
 
 
+def test_receivers_on_one_motion_agree_but_keep_their_own_power(clock: FakeClock) -> None:
+    motion = Motion(square_route(), clock=clock)
+    uart = GnssSim(motion, utc=clock.utc, noise_m=0.0, timings=GnssTimings.fast())
+    modem = GnssSim(motion, utc=clock.utc, noise_m=0.0, timings=GnssTimings.fast(), seed="m")
+    uart.set_power(True)
+    clock.advance(20)
+    assert uart.fix() is not None and modem.fix() is None  # the modem's GNSS is still off
+    modem.set_power(True)
+    clock.advance(0.3)
+    assert modem.fix() is None  # its own cold start (0.4 s)
+    clock.advance(0.2)
+    a, b = uart.fix(), modem.fix()
+    assert a is not None and b is not None
+    assert haversine_m(a.lat, a.lon, b.lat, b.lon) < 0.01  # the same asset, the same route
+    motion.park()
+    clock.advance(5)
+    assert uart.fix().speed == 0 and modem.fix().speed == 0  # type: ignore[union-attr]
+
+
 def test_park_stops_the_asset_and_drive_continues(clock: FakeClock) -> None:
     motion = Motion(square_route(), clock=clock)
     clock.advance(50)
@@ -782,6 +801,15 @@ def test_modem_gnss_is_off_after_the_modem_reboots(modem, dialect, on, query, of
 
 
 # -- VirtualBoard(gnss=..., route=...) ------------------------------------------------------
+
+
+def test_albatross_vboard_takes_route_and_gnss() -> None:
+    args = cli.build_parser().parse_args(["vboard", "--gnss", "uart", "--route", "a.gpx"])
+    assert (args.gnss, args.route) == ("uart", Path("a.gpx"))
+    args = cli.build_parser().parse_args(["vboard"])
+    assert (args.gnss, args.route) == ("board", None)
+    with pytest.raises(SystemExit), redirect_stdout(io.StringIO()):
+        cli.build_parser().parse_args(["vboard", "--gnss", "gps"])
 
 
 def vboard(**kw: object):

@@ -20,6 +20,7 @@ byte by byte, exactly as to a real modem; the bench drives the modem's pins. API
     sim.imposed_delays()              # simulated waits by kind (boot, registration, pdp, ...)
     sim.transcript_path               # workdir/at-<dialect>.jsonl (transcript.py)
     sim.imei, sim.iccid               # deterministic per (dialect, workdir) unless seed= given
+    sim.gnss                          # the module's GNSS (gnss=GnssSim(...)): AT+CGPS/QGPS...
     sim.stop()
 
 Pins are modelled at the modem: boards that drive PWRKEY through an NPN transistor invert

@@ -330,9 +330,7 @@ def make_location(board, cfg, link, clock=ticks_ms):
 
     if source == "uart":
         enable = info.get("enable") or {}
-        receiver = UartReceiver(
-            board.gnss_stream(), board.gnss_enable(), enable.get("active", 1)
-        )
+        receiver = UartReceiver(board.gnss_stream(), board.gnss_enable(), enable.get("active", 1))
     elif source == "modem":
         modem = getattr(link, "modem", None)
         if modem is None:

@@ -46,3 +46,31 @@ class Every:
             self._next = self._clock()
             return 0
         return delay
+
+
+# ---- civil dates (UTC), by integer arithmetic: no time.mktime on MicroPython's epochs ----
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); a day
+    past the month's end counts on into the next month, as C's mkgmtime does."""
+    if m <= 2:
+        y -= 1
+    era = y // 400  # floor division: right for years before 0 too
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z):
+    """(year, month, day) of a day number from days_from_civil."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (yoe + era * 400 + (1 if m <= 2 else 0), m, d)

@@ -15,6 +15,7 @@
 # driver handles that error); SIM70x0 leaves <fix> empty or 0 -- and then may still print a
 # stale position (corpus sim7070-gnss-cgnsinf-stale-1), which must not count.
 from tracker.location.fix import Fix, parse_ddmm, parse_degrees
+from tracker.timing import days_from_civil
 
 KNOT_MS = 0.514444  # 1852 m / 3600 s
 KMH_MS = 0.277778
@@ -32,15 +33,6 @@ def _num(text, scale=1.0):
 
 def _int(text):
     return int(text) if text else None
-
-
-def days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a Gregorian date (Howard Hinnant's days_from_civil)."""
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 def unix_time(ddmmyy, hhmmss):

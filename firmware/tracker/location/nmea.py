@@ -15,6 +15,8 @@
 # split, no per-sentence dict); latitude and longitude are integer microdegrees computed from
 # the digits, because an ESP32's single-precision float cannot hold 1e-6 degree near 90.
 
+from tracker.timing import civil_from_days, days_from_civil
+
 _MAX_LEN = 120  # '$' to checksum: 82 by the standard, longer for survey-grade digits
 _MAX_FIELDS = 40  # the longest in use: a 24-PRN GSA (Navior CH-4701) has 30
 
@@ -45,31 +47,6 @@ _GLL = _key(71, 76, 76)
 _VTG = _key(86, 84, 71)
 _GSA = _key(71, 83, 65)
 _ZDA = _key(90, 68, 65)
-
-
-def days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); a day
-    past the month's end counts on into the next month, as C's mkgmtime does."""
-    if m <= 2:
-        y -= 1
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def civil_from_days(z):
-    """(year, month, day) of a day number from days_from_civil."""
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return (yoe + era * 400 + (1 if m <= 2 else 0), m, d)
 
 
 class Nmea:

@@ -3,6 +3,7 @@
 # text in, values out, so they are tested on both interpreters without a modem. A family
 # module is imported only when asked for, so a board loads one driver.
 from tracker.modem.at_lines import params
+from tracker.timing import days_from_civil
 
 FAMILIES = {
     "sim7600": ("simcom", "Sim7600"),
@@ -92,15 +93,6 @@ def operator_value(cops):
     return {"name": p[2], "act": p[3] if len(p) > 3 else None}
 
 
-def _days(y, m, d):
-    # Days since 1970-01-01 of a proleptic Gregorian date (civil-from-days inverted).
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
 def cclk_to_unix(line, min_year=2020):
     """`+CCLK: "24/03/01,12:00:00-20"` (local time, zone in quarter hours) -> unix seconds
     UTC; None when malformed or before min_year (a modem without network time counts from
@@ -120,4 +112,4 @@ def cclk_to_unix(line, min_year=2020):
         return None
     if sec > 60 or not -96 <= zone <= 96:
         return None
-    return _days(year, mo, d) * 86400 + h * 3600 + mi * 60 + sec - zone * 900
+    return days_from_civil(year, mo, d) * 86400 + h * 3600 + mi * 60 + sec - zone * 900

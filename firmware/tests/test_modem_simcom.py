@@ -278,7 +278,11 @@ def test_socket_session():
         assert m.counters["bytes_sent"] == 5 and m.counters["bytes_received"] == len(payload)
         assert m.counters["peer_closes"] == 1 and m.counters["socket_closes"] == 1
         u.when('AT+CIPOPEN=0,"TCP","%s",1883' % HOST, OK, "\r\n+CIPOPEN: 0,0\r\n")
-        assert (await m.open_socket(HOST, 1883)).link == 0  # the link was freed
+        again = await m.open_socket(HOST, 1883)
+        assert again.link == 0  # the link was freed
+        # ... and its buffers serve the new socket: no fresh 1.5 KB blocks at a reconnect.
+        assert again._rx is sock._rx and again._tx is sock._tx
+        assert await sock.read(10) == b""  # the old socket has nothing left to read
 
     session(Sim7600, t, apn="iot.example")
 

@@ -115,6 +115,7 @@ class Modem(Network):
         self._reg = {}  # domain ("CEREG") -> last <stat>
         self.registration_changed = asyncio.Event()  # set at every registration update
         self._socks = {}  # link id -> ModemSocket
+        self._spare_bufs = None  # a closed socket's buffers for the next (sockets.py)
         self._booting = False
         self._pin_trusted = True  # until AT catches STATUS lying (_check_pin)
         self._banners = 0  # boot banners seen: a press that made one found the modem off

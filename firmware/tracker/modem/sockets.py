@@ -204,6 +204,7 @@ class Network:
                 except ModemError:
                     pass
             del self._socks[link]
+            self._recycle(sock)
             if isinstance(e, AtError) and not isinstance(e, SocketError):
                 raise SocketError(getattr(e, "code", e.final), link)
             raise
@@ -222,7 +223,15 @@ class Network:
         finally:
             if self._socks.get(sock.link) is sock:
                 del self._socks[sock.link]
+                self._recycle(sock)
             self.counters["socket_closes"] += 1
+
+    def _recycle(self, sock):
+        # A closed socket's two buffers (max_read + max_send, ~3 KB) serve the next one: on a
+        # PSRAM-less heap that churns, two fresh 1.5 KB blocks at a reconnect may no longer
+        # be found in one piece (MemoryError), though as much is free in smaller pieces.
+        sock._r = sock._w = 0  # a stale reader finds nothing and, closed, gets b""
+        self._spare_bufs = (sock._rx, sock._tx)
 
     # ---- what a family implements ------------------------------------------------------
 
@@ -264,10 +273,15 @@ class ModemSocket:
         self._ev = asyncio.Event()  # data waiting, peer closed, lost, closed
         self._done = asyncio.Event()  # the AT close has run
         self._closer = None
-        self._rx = bytearray(modem.max_read)
+        spare = getattr(modem, "_spare_bufs", None)  # a closed socket's (Network._recycle)
+        if spare is not None:
+            modem._spare_bufs = None
+            self._rx, self._tx = spare
+        else:
+            self._rx = bytearray(modem.max_read)
+            self._tx = bytearray(modem.max_send)
         self._rxmv = memoryview(self._rx)
         self._r = self._w = 0  # unread bytes are _rx[_r:_w]
-        self._tx = bytearray(modem.max_send)
         self._txmv = memoryview(self._tx)
         self._out = []  # written buffers, not yet sent
         self._off = 0  # bytes of _out[0] already sent

@@ -1,7 +1,8 @@
 """The firmware fits an ESP32 without PSRAM: the standard scenario (tracker through a simulated
-SIM7600, 1 s interval) on the ESP32-faithful runtime at the heap MicroPython gets on an
-ESP32-WROOM (boards/esp32_generic_sim7600: 111,936 B), with the app frozen in as a production
-build has it, through a fault of each kind: no MemoryError, no reboot, every reading delivered.
+SIM7600 whose GNSS follows a route, 1 s interval) on the ESP32-faithful runtime at the heap
+MicroPython gets on an ESP32-WROOM (boards/esp32_generic_sim7600: 111,936 B), with the app
+frozen in as a production build has it, through a fault of each kind: no MemoryError, no
+reboot, every reading delivered.
 
 `make test` runs it for 3 minutes; ALBATROSS_FIT_MINUTES=30 (`make soak`) for the full run.
 The same firmware as .mpy from littlefs does not fit that heap yet: `make bench` measures the
@@ -19,6 +20,7 @@ from hil_tests.conftest import VboardFactory, logs_of
 from hil_tests.helpers import online_status_of
 from host_tools.mqtt_watch import MqttWatch
 from host_tools.vboard import runtime as rt
+from host_tools.vboard.gnss import GnssTimings
 from host_tools.vboard.runner import parse_heap
 
 pytestmark = [pytest.mark.hil, pytest.mark.bench, pytest.mark.slow]
@@ -49,7 +51,15 @@ def test_standard_scenario_fits_a_psram_less_esp32_frozen(
         pytest.skip(f"no frozen faithful runtime here: {e}")
     heap = parse_heap(PSRAM_LESS)
     assert heap is not None and heap < 112 * 1024
-    vb = vboard(modem="sim7600", runtime=runtime, heap=heap, config={"status_interval_s": 20})
+    # With the modem's GNSS tracking the default route: the board's whole job.
+    vb = vboard(
+        modem="sim7600",
+        gnss="modem",
+        gnss_timings=GnssTimings.fast(),
+        runtime=runtime,
+        heap=heap,
+        config={"status_interval_s": 20},
+    )
     dev = vb.device_id  # type: ignore[attr-defined]
     mqtt.wait_for(online_status_of(dev), FIRST_S, what="birth through the modem", logs=logs_of(vb))
     assert vb.bench is not None and vb.supervisor is not None and vb.modem_sim is not None
@@ -81,6 +91,18 @@ def test_standard_scenario_fits_a_psram_less_esp32_frozen(
     ).json
     console = vb.console_text()
     assert status["sensors"]["crc_errors"] >= 1, (status["sensors"], logs_of(vb))
+    # GNSS kept working through it, and came back after the power cycle switched it off.
+    assert any("lat" in r for r in mqtt.telemetry(dev) if r["seq"] >= last - 5), logs_of(vb)
+    mqtt.wait_for(
+        lambda m: (
+            online_status_of(dev)(m)
+            and m.json["gnss"]["state"] == "tracking"
+            and m.json["gnss"]["fixes"] > status["gnss"]["fixes"]
+        ),
+        RECOVERY_S,
+        what="a status with GNSS tracking again after the faults",
+        logs=logs_of(vb),
+    )
     # ...and it fitted: one boot, no MemoryError, nothing lost.
     assert vb.supervisor.status()["boots"] == 1, logs_of(vb)
     assert "MemoryError" not in console, logs_of(vb)

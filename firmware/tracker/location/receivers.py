@@ -19,6 +19,7 @@ SILENT_MS = 3000  # a powered receiver that sent nothing this long is not there
 
 class UartReceiver:
     source = "uart"
+    poll_ms = 1000  # takes what the resident reader parsed: cheap
 
     def __init__(self, stream, enable=None, enable_active=1):
         self._stream = stream  # asyncio stream over machine.UART
@@ -147,6 +148,10 @@ QUERY_MS = 3000
 
 class ModemReceiver:
     source = "modem"
+    # A query every 2 s, not every second: each is an AT exchange that holds the engine the
+    # uplink shares and leaves garbage on a PSRAM-less heap; 2 s is still a fix per ~25 m at
+    # city speeds, finer than move_distance_m.
+    poll_ms = 2000
 
     def __init__(self, modem):
         self.modem = modem

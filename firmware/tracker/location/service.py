@@ -14,7 +14,7 @@ from tracker.aio import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from tracker.location.fix import distance_m, heading_change
 
 _TAG = "gnss"
-POLL_MS = 1000  # receivers report at 1 Hz
+POLL_MS = 1000  # receivers report at 1 Hz (a receiver may ask for less: poll_ms)
 MIN_HEADING_SPEED = 1.0  # m/s: below it a GNSS course is noise
 
 
@@ -98,9 +98,10 @@ class Location:
     # ---- the task -----------------------------------------------------------------------
 
     async def run(self):
+        every = getattr(self.receiver, "poll_ms", POLL_MS) if self.receiver else POLL_MS
         while True:
             await self.step()
-            await sleep_ms(POLL_MS)
+            await sleep_ms(every)
 
     async def step(self):
         """One second of the state machine (tests drive it with their own clock)."""

@@ -6,7 +6,9 @@ REPL), the firmware's steady-state live heap high-water mark (baseline: an idle 
 RAM of the standard scenario on each runtime (benchmark_ram.py: smallest heap, live heap, bytes
 and collections per reading, app size on flash), the modem path and the store
 (benchmark_modem.py, benchmark_store.py), and the console (benchmark_console.py: keystroke and
-command latency while reporting, RAM the command line adds).
+command latency while reporting, RAM the command line adds) and location
+(benchmark_gnss.py: accuracy and time to first fix per GNSS source, readings and GNSS on-time
+of a moving and a parked asset, the NMEA parser's speed and RAM).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import benchmark_console, benchmark_modem, benchmark_ram, benchmark_store
+from host_tools import (
+    benchmark_console,
+    benchmark_gnss,
+    benchmark_modem,
+    benchmark_ram,
+    benchmark_store,
+)
 from host_tools import image as img
 from host_tools.broker import Broker, start_broker
 from host_tools.mqtt_watch import MqttWatch
@@ -115,6 +123,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         modem = benchmark_modem.run(broker, work, quick=quick)
         store = benchmark_store.run(broker, work, quick=quick)
         console = benchmark_console.run(broker, work, quick=quick)
+        gnss = benchmark_gnss.run(broker, work, quick=quick)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "broker": broker.kind,
@@ -131,6 +140,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "modem": modem,
         "store": store,
         "console": console,
+        "gnss": gnss,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
@@ -138,6 +148,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
     print(benchmark_modem.summary(modem))
     print(benchmark_store.summary(store))
     print(benchmark_console.summary(console))
+    print(benchmark_gnss.summary(gnss))
     print(f"bench: written to {out}")
     return results
 

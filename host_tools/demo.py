@@ -57,6 +57,13 @@ def run_demo(
             f"demo: modem {vb.modem or 'none (host TCP)'}; AT transcript in {vb.workdir}",
             flush=True,
         )
+        if vb.gnss_source and vb.motion is not None:
+            print(
+                f"demo: GNSS from {vb.gnss_source}, the asset drives {vb.motion.route.name} "
+                f"({vb.motion.route.length_m / 1000:.1f} km); park it with "
+                "`.venv/bin/albatross bench demo-tracker gnss park`",
+                flush=True,
+            )
         print(
             f"demo: virtual tracker console at {vb.console_path} "
             f"(try: mpremote connect {vb.console_path} repl)",

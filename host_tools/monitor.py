@@ -62,8 +62,18 @@ def _telemetry_line(stamp: str, device: str, rec: dict, where: str) -> str:
         )
     return (
         f"{stamp} {device:<12} telemetry  #{rec.get('seq')}  {values}  "
-        f"battery={_num(rec.get('battery'), '.2f')} V{where}"
+        f"battery={_num(rec.get('battery'), '.2f')} V{_position(rec)}{where}"
     )
+
+
+def _position(rec: dict) -> str:
+    """Where the reading was taken, if the tracker has GNSS (README: telemetry records)."""
+    if "lat" in rec:
+        return (
+            f"  at {rec['lat']},{rec['lon']} {_num(rec.get('speed'), '.1f')} m/s "
+            f"({_num(rec.get('fix_age_s'), 'd')} s old)"
+        )
+    return f"  gnss: {rec['gnss']}" if rec.get("gnss") else ""
 
 
 def _num(value: object, fmt: str) -> str:

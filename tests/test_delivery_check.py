@@ -290,6 +290,13 @@ def test_plain_monitor_shows_one_line_per_record_of_a_batch() -> None:
     assert "#7" in line and "sensor error: crc" in line
 
 
+def test_plain_monitor_shows_the_position_or_why_there_is_none() -> None:
+    [line] = format_lines(TOPIC, single(7, lat=48.873645, lon=2.295524, speed=11.88, fix_age_s=1))
+    assert "at 48.873645,2.295524 11.9 m/s (1 s old)" in line
+    [line] = format_lines(TOPIC, single(8, gnss="timeout"))
+    assert "gnss: timeout" in line and " at " not in line
+
+
 # --- end to end: a real broker and the CLI ------------------------------------------------
 
 

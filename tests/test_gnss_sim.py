@@ -485,7 +485,8 @@ def test_uart_sends_one_epoch_a_second_only_while_powered(nmea_rx) -> None:
     starts = arrivals(chunks, b"$GNRMC,")  # when each epoch began to arrive
     assert len(starts) in (3, 4)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert all(0.85 < g < 1.15 for g in gaps), gaps
+    # One a second on average; each gap loosely (a loaded CI machine delays single epochs).
+    assert 0.9 < sum(gaps) / len(gaps) < 1.1 and all(0.6 < g < 1.4 for g in gaps), gaps
     lines = [ln + "\r\n" for ln in data.decode("ascii").split("\r\n") if ln]
     msgs = parse_all(lines)
     rmcs = [m for m in msgs if m.sentence_type == "RMC"]
@@ -512,7 +513,8 @@ def test_uart_is_paced_at_the_baud_rate(nmea_rx) -> None:
     t_last = arrival_at(chunks, second - 1)  # the epoch's last byte
     wire_s = epoch_bytes * 10 / 9600  # 8N1: 10 bits a byte
     took = t_last - t_first
-    assert 0.8 * wire_s < took < wire_s + 0.15, (epoch_bytes, wire_s, took)
+    # Never faster than the wire; slower only by scheduling delays (generous on loaded CI).
+    assert 0.8 * wire_s < took < wire_s + 0.5, (epoch_bytes, wire_s, took)
 
 
 def test_corrupt_fault_damages_sentences_and_counts_them(nmea_rx) -> None:

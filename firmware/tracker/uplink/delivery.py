@@ -13,17 +13,20 @@ MAX_MESSAGE_BYTES = 4096  # of records per message: the modem sends it in three 
 
 
 class Uplink:
-    def __init__(self, link, cfg, device_id, store, status):
+    def __init__(self, link, cfg, device_id, store, status, alarms=None):
         """link: tracker.uplink.tcp.TcpLink or tracker.modem.link.ModemLink (streams, recovery and
-        backoff); store: tracker.store.Store of encoded records; status() -> dict."""
+        backoff); store: tracker.store.Store of encoded records; status() -> dict; alarms: the
+        priority lane, a second Store drained first onto the `alarm` topic (or None)."""
         self.link = link
         self._cfg = cfg
         self.device_id = device_id
         self._store = store
+        self._alarms = alarms
         self._work = asyncio.Event()  # a reading was stored, or the link died
         self._status = status
         self.topic_telemetry = "albatross/%s/telemetry" % device_id
         self.topic_status = "albatross/%s/status" % device_id
+        self.topic_alarm = "albatross/%s/alarm" % device_id
         self._head = ('{"device_id": %s, "records": [' % json.dumps(device_id)).encode()
         self.counters = {
             "connects": 0,
@@ -31,6 +34,7 @@ class Uplink:
             "link_losses": 0,
             "sent": 0,
             "messages": 0,
+            "alarms_sent": 0,
         }
         self.last_error = None
         self.last_publish = None  # ticks_ms() of the last PUBACK for telemetry
@@ -106,6 +110,15 @@ class Uplink:
                     if not proved:
                         proved = True
                         self.link.session_up()  # a PUBACK came back: the path works
+                if self._alarms is not None:
+                    # The priority lane first, every turn: an alarm waits at most for the one
+                    # telemetry message in flight, never for a backlog.
+                    batch = self._alarms.read_batch(self._cfg["batch_size"], MAX_MESSAGE_BYTES)
+                    if batch:
+                        await client.publish(self.topic_alarm, self._message(batch), qos=1)
+                        self._alarms.ack(batch[-1][0])
+                        self.counters["alarms_sent"] += len(batch)
+                        continue
                 batch = self._store.read_batch(self._cfg["batch_size"], MAX_MESSAGE_BYTES)
                 if not batch:
                     self._work.clear()

@@ -70,6 +70,7 @@ class MqttClient:
         on_message=None,
         timeout_ms=10000,
         max_packet=16384,
+        skip_big=False,
     ):
         # Encode once now, so a bad id/will/credential fails at construction, not at connect.
         self._connect_bytes = codec.encode_connect(
@@ -80,6 +81,9 @@ class MqttClient:
         self.on_message = on_message
         self.timeout_ms = timeout_ms
         self.max_packet = max_packet
+        # A PUBLISH over max_packet: False drops the link (protocol error); True reads past
+        # its payload and hands on_message None for it (mqtt_codec.Parser, skip_big).
+        self.skip_big = skip_big
         self.session_present = False
         self.counters = {
             "pings": 0,
@@ -90,6 +94,7 @@ class MqttClient:
             "unexpected_acks": 0,
             "protocol_errors": 0,
             "link_deaths": 0,
+            "oversized": 0,
         }
         self._ids = codec.PacketIds()
         self._stream = None
@@ -128,7 +133,7 @@ class MqttClient:
         self._stream = stream
         # Packet ids of requests from a dead link stay taken until their tasks have run and
         # released them, so a late wake-up can never release an id a new request uses.
-        self._parser = codec.Parser(self.max_packet)
+        self._parser = codec.Parser(self.max_packet, self.skip_big)
         self._connack = None
         self._connack_ev = asyncio.Event()
         self._rx_ev = asyncio.Event()
@@ -316,6 +321,9 @@ class MqttClient:
             if pkt.qos == 2:
                 raise MqttProtocolError("QoS 2 PUBLISH, but we never subscribe with QoS 2")
             self.counters["received"] += 1
+            if pkt.payload is None:
+                self.counters["oversized"] += 1
+                log.w(_TAG, "%d byte message on %s skipped unread" % (pkt.size, pkt.topic))
             if self.on_message is not None:
                 try:
                     self.on_message(pkt.topic, pkt.payload, pkt.retain)

@@ -62,6 +62,7 @@ class Packet:
     granted = None  # SUBACK: list of granted QoS or SUBACK_FAILURE
     qos = 0
     retain = dup = session_present = False
+    size = None  # PUBLISH skipped unread (Parser skip_big): its payload length; payload None
 
     def __init__(self, ptype):
         self.type = ptype
@@ -262,16 +263,30 @@ class Parser:
     A packet bigger than max_packet bytes is refused as soon as its header arrives, so memory
     stays bounded by max_packet plus one feed. After a MqttProtocolError the byte stream is
     out of step and the connection must be closed; the parser keeps raising from then on.
+
+    skip_big: a PUBLISH bigger than max_packet is instead returned as soon as its topic (and
+    packet id) are in, with payload None and size set, and its payload bytes are dropped as
+    they arrive: a retained 100 KB message must not cost the heap, nor the connection (the
+    broker would send it again at every connect, so dropping the link would loop forever).
     """
 
-    def __init__(self, max_packet=16384):
+    def __init__(self, max_packet=16384, skip_big=False):
         self.max_packet = max_packet
+        self.skip_big = skip_big
+        self._skip = 0  # bytes still to drop of a skipped PUBLISH's payload
         self._buf = bytearray()
         self._broken = None
 
     def feed(self, data):
         if self._broken:
             raise _Err(self._broken)
+        if self._skip:
+            n = len(data)
+            if n <= self._skip:
+                self._skip -= n
+                return
+            data = data[self._skip :]
+            self._skip = 0
         # Undrained bytes at the cap mean the caller never pops packets: refuse, not grow.
         if len(self._buf) >= self.max_packet:
             raise self._fail("parser holds %d bytes; pop packets between feeds" % len(self._buf))
@@ -356,6 +371,8 @@ class Parser:
         if fixed is not None and rl != fixed:
             raise self._fail("%s remaining length %d, expected %d" % (NAMES[ptype], rl, fixed))
         total = pos + rl
+        if total > self.max_packet and ptype == PUBLISH and self.skip_big:
+            return self._skipped(flags, pos, rl, n)
         if total > self.max_packet:
             raise self._fail(
                 "%s of %d bytes exceeds limit %d" % (NAMES[ptype], total, self.max_packet)
@@ -367,6 +384,27 @@ class Parser:
         except MqttProtocolError as e:
             raise self._fail(str(e))
         buf[0:total] = b""
+        return pkt
+
+    def _skipped(self, flags, pos, rl, n):
+        """The PUBLISH at the head of the buffer without its payload (see skip_big)."""
+        buf = self._buf
+        if n < pos + 2:
+            return None
+        head = 2 + (buf[pos] << 8 | buf[pos + 1]) + (2 if flags & 6 else 0)
+        if head > rl or pos + head > self.max_packet:
+            raise self._fail("PUBLISH header of %d bytes does not fit" % head)
+        if n < pos + head:
+            return None
+        try:
+            pkt = self._decode(PUBLISH, flags, memoryview(buf), pos, pos + head)
+        except MqttProtocolError as e:
+            raise self._fail(str(e))
+        pkt.payload = None
+        pkt.size = rl - head
+        drop = pos + rl if pos + rl < n else n
+        buf[0:drop] = b""
+        self._skip = pos + rl - drop
         return pkt
 
 

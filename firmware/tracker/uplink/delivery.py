@@ -5,7 +5,7 @@ import json
 from tracker import log
 from tracker.aio import asyncio, ticks_ms, wait_for_ms
 from tracker.errors import ModemError
-from tracker.uplink.mqtt import MqttClient, MqttError
+from tracker.uplink.mqtt import MqttClient, MqttError, MqttSubscribeRefused
 
 _TAG = "uplink"
 OPEN_TIMEOUT_MS = 300000  # a modem bring-up (power on, register, PDP) may take minutes
@@ -13,10 +13,11 @@ MAX_MESSAGE_BYTES = 4096  # of records per message: the modem sends it in three 
 
 
 class Uplink:
-    def __init__(self, link, cfg, device_id, store, status, alarms=None):
+    def __init__(self, link, cfg, device_id, store, status, alarms=None, downlink=None):
         """link: tracker.uplink.tcp.TcpLink or tracker.modem.link.ModemLink (streams, recovery and
         backoff); store: tracker.store.Store of encoded records; status() -> dict; alarms: the
-        priority lane, a second Store drained first onto the `alarm` topic (or None)."""
+        priority lane, a second Store drained first onto the `alarm` topic (or None);
+        downlink: tracker.uplink.downlink.Downlink for config/set and cmd (or None)."""
         self.link = link
         self._cfg = cfg
         self.device_id = device_id
@@ -27,6 +28,10 @@ class Uplink:
         self.topic_telemetry = "albatross/%s/telemetry" % device_id
         self.topic_status = "albatross/%s/status" % device_id
         self.topic_alarm = "albatross/%s/alarm" % device_id
+        self._downlink = downlink
+        self._prefix = "albatross/%s/" % device_id
+        if downlink is not None:
+            downlink.wake = self._work.set
         self._head = ('{"device_id": %s, "records": [' % json.dumps(device_id)).encode()
         self.counters = {
             "connects": 0,
@@ -72,7 +77,7 @@ class Uplink:
     def _client(self):
         cfg = self._cfg
         offline = json.dumps({"state": "offline", "device_id": self.device_id})
-        return MqttClient(
+        client = MqttClient(
             self.device_id,
             keepalive_s=cfg["mqtt_keepalive_s"],
             username=cfg["mqtt_user"] or None,
@@ -80,6 +85,17 @@ class Uplink:
             clean_session=True,
             will=(self.topic_status, offline.encode(), 1, True),
         )
+        if self._downlink is not None:
+            from tracker.uplink.downlink import MAX_PACKET
+
+            client.on_message = self._on_message
+            client.max_packet = MAX_PACKET  # a bigger PUBLISH is skipped unread
+            client.skip_big = True
+        return client
+
+    def _on_message(self, topic, payload, retain):
+        if topic.startswith(self._prefix):
+            self._downlink.receive(topic[len(self._prefix) :], payload, retain)
 
     async def _session(self):
         host, port = self._cfg["broker_host"], self._cfg["broker_port"]
@@ -97,6 +113,7 @@ class Uplink:
         log.i(_TAG, "connected to %s:%d" % (host, port))
         waker = asyncio.create_task(self._wake_on_death(client))
         try:
+            publish = await self._subscribe(client)
             self._status_dirty = True
             proved = False
             while True:
@@ -119,9 +136,14 @@ class Uplink:
                         self._alarms.ack(batch[-1][0])
                         self.counters["alarms_sent"] += len(batch)
                         continue
+                if publish is not None and self._downlink.pending():
+                    # One request (or answer) per turn: telemetry keeps every other turn.
+                    await self._downlink.process(publish)
                 batch = self._store.read_batch(self._cfg["batch_size"], MAX_MESSAGE_BYTES)
                 if not batch:
                     self._work.clear()
+                    if publish is not None and self._downlink.pending():
+                        continue
                     self.idle = True
                     try:
                         await self._work.wait()
@@ -149,6 +171,24 @@ class Uplink:
         parts.append(b"]}")
         return parts
 
+    async def _subscribe(self, client):
+        """Subscribe to the downlink topics; the function publishing its answers, or None."""
+        if self._downlink is None:
+            return None
+        from tracker.uplink.downlink import TOPICS
+
+        try:
+            for suffix in TOPICS:
+                await client.subscribe(self._prefix + suffix, 1)
+        except MqttSubscribeRefused as e:  # e.g. the broker's ACL: telemetry still flows
+            log.w(_TAG, str(e))
+            return None
+
+        async def publish(suffix, payload, retain):
+            await client.publish(self._prefix + suffix, payload, qos=1, retain=retain)
+
+        return publish
+
     async def _wake_on_death(self, client):
         await client.wait_dead()
         self._work.set()
@@ -159,6 +199,8 @@ class Uplink:
         body["uplink"] = self.counters
         body["mqtt"] = client.counters
         body["link"] = self.link.status()
+        if self._downlink is not None:
+            body["downlink"] = self._downlink.counters
         await client.publish(self.topic_status, json_parts(body), qos=1, retain=True)
 
 

@@ -18,6 +18,9 @@ from tracker.config import SCHEMA, Config, ConfigError  # noqa: E402
 log.echo = False
 KEYS = [k.name for k in SCHEMA]
 DOC = {d["key"]: d for d in config.schema_doc()}
+CHECKED_EXAMPLES = {
+    "geofences": ["", "depot:c:48.8566,2.3522,500", "a:c:0,0,1;b:p:1,1 1,2 2,2"],
+}
 
 # tmp_path is reused across hypothesis examples on purpose: each example overwrites the file.
 SETTINGS = settings(
@@ -29,6 +32,9 @@ def valid_value(doc: dict) -> st.SearchStrategy:
     """Values the schema allows, built from the published doc rather than the parser."""
     if doc["enum"]:
         return st.sampled_from(doc["enum"])
+    if config.key(doc["key"]).check is not None:
+        # A format beyond the characters (geofences): valid text is not a random string.
+        return st.sampled_from(CHECKED_EXAMPLES.get(doc["key"], [doc["default"]]))
     if doc["type"] == "int":
         return st.integers(doc["min"], doc["max"])
     if doc["type"] == "float":

@@ -64,13 +64,15 @@ class Key:
     enum = None
     chars = None
     secret = False
+    # A str key's format check beyond `chars`: check(value) -> None, or why it is refused.
+    check = None
     # When a change takes effect: "now", "connect" (the next connection to the broker; the
     # uplink reads these keys for every session) or "reboot".
     applies = "reboot"
 
     def __init__(
         self, name, type, default, help, *, min=None, max=None, enum=None, chars=None,
-        secret=False, applies=None,
+        secret=False, applies=None, check=None,
     ):  # fmt: skip
         self.name = name
         self.type = type
@@ -88,6 +90,8 @@ class Key:
             self.secret = True
         if applies is not None:
             self.applies = applies
+        if check is not None:
+            self.check = check
 
     def _chars_ok(self, text):
         if self.chars is None:
@@ -206,6 +210,10 @@ class Key:
             self._fail("must be at most %d characters" % self.max, value)
         if not self._chars_ok(value):
             self._fail("may only contain the characters %s" % self.chars, value)
+        if self.check is not None:
+            problem = self.check(value)
+            if problem is not None:
+                self._fail(problem, value)
         return value
 
     def doc(self):
@@ -228,6 +236,15 @@ class Key:
 
 # Printable ASCII: what a technician can type on any serial terminal.
 _PRINTABLE = " -~"
+_SIDES = ("off", "high", "low", "both")
+
+
+def _check_geofences(spec):
+    # Imported when a spec is checked, so a tracker without fences never loads the module.
+    from tracker.alarms.geofence import config_check
+
+    return config_check(spec)
+
 
 SCHEMA = (
     Key("device_id", str, "",
@@ -289,6 +306,45 @@ SCHEMA = (
         "GNSS checks for movement", min=30, max=86400, applies="now"),
     Key("gnss_fix_timeout_s", int, 120, "Seconds GNSS may search for a fix before it is "
         "switched off until the next check", min=10, max=3600, applies="now"),
+    # Alarm rules and cold-chain statistics (tracker/alarms, docs/alarms.md): every alarm is
+    # off until enabled; all are read at each reading. Help texts stay short: the schema is
+    # resident and each key costs heap.
+    Key("alarm_temp", str, "off", "Temperature alarm: above high, below low, or both",
+        enum=_SIDES, applies="now"),
+    Key("alarm_temp_high_c", float, 8.0, "Temperature alarm and cold-chain high limit",
+        min=-100.0, max=200.0, applies="now"),
+    Key("alarm_temp_low_c", float, 2.0, "Temperature alarm and cold-chain low limit",
+        min=-100.0, max=200.0, applies="now"),
+    Key("alarm_temp_delay_s", int, 600, "Seconds beyond a limit before the alarm is raised",
+        min=0, max=86400, applies="now"),
+    Key("alarm_temp_hysteresis_c", float, 0.5, "How far back inside a limit clears",
+        min=0.0, max=50.0, applies="now"),
+    Key("alarm_humidity", str, "off", "Humidity alarm: above high, below low, or both",
+        enum=_SIDES, applies="now"),
+    Key("alarm_humidity_high_pct", float, 80.0, "Humidity alarm high limit (%RH)",
+        min=0.0, max=100.0, applies="now"),
+    Key("alarm_humidity_low_pct", float, 20.0, "Humidity alarm low limit (%RH)",
+        min=0.0, max=100.0, applies="now"),
+    Key("alarm_humidity_delay_s", int, 600, "Seconds beyond a limit before the alarm is "
+        "raised", min=0, max=86400, applies="now"),
+    Key("alarm_humidity_hysteresis_pct", float, 2.0, "How far back inside a limit clears",
+        min=0.0, max=50.0, applies="now"),
+    Key("alarm_sensor", bool, False, "Alarm when the sensor fails", applies="now"),
+    Key("alarm_sensor_delay_s", int, 0, "Seconds of failed readings before the alarm "
+        "(0: at the first)", min=0, max=86400, applies="now"),
+    Key("alarm_battery_low_v", float, 0.0, "Battery alarm below this voltage (0: off)",
+        min=0.0, max=5.0, applies="now"),
+    Key("alarm_geofence", str, "off", "Geofence alarms: on entering, leaving, or both",
+        enum=("off", "enter", "exit", "both"), applies="now"),
+    Key("geofences", str, "", "Fences NAME:c:LAT,LON,RADIUS_M or NAME:p:LAT,LON LAT,LON ..."
+        " separated by ;", min=0, max=240, chars="A-Za-z0-9_.,:; -", applies="now",
+        check=_check_geofences),
+    Key("alarm_geofence_delay_s", int, 0, "Seconds inside/outside before a geofence alarm",
+        min=0, max=86400, applies="now"),
+    Key("alarm_geofence_hysteresis_m", int, 25, "Metres back across a fence that clear its "
+        "alarm", min=0, max=10000, applies="now"),
+    Key("mkt_activation_kj", float, 83.144, "Activation energy for the mean kinetic "
+        "temperature (kJ/mol)", min=10.0, max=500.0, applies="now"),
 )  # fmt: skip
 
 _BY_NAME = {}
@@ -315,6 +371,14 @@ def check_together(values, changing):
         raise ConfigError(
             "mqtt_password", "needs mqtt_user too (MQTT 3.1.1 sends no password without a user)"
         )
+    for what, unit in (("temp", "c"), ("humidity", "pct")):
+        low = "alarm_%s_low_%s" % (what, unit)
+        high = "alarm_%s_high_%s" % (what, unit)
+        # A low limit at or above the high one would hold one of the alarms up at all times.
+        if (low in changing or high in changing) and values[low] >= values[high]:
+            if low in changing:
+                raise ConfigError(low, "must stay below %s (%s)" % (high, values[high]))
+            raise ConfigError(high, "must stay above %s (%s)" % (low, values[low]))
 
 
 def schema_doc():

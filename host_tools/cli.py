@@ -222,7 +222,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from host_tools.delivery_check import check
 
     def subscribed() -> None:
-        print(f"monitor: checking telemetry from {args.broker}", file=sys.stderr, flush=True)
+        print(
+            f"monitor: checking telemetry and alarms from {args.broker}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     tally = check(
         args.broker,
@@ -273,6 +277,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     from host_tools.console import device_config
     from host_tools.console.session import open_session
 
+    if args.broker:
+        return _config_over_broker(args)
+    if args.device or args.unset or args.timeout is not None:
+        raise ValueError("--device, --unset and --timeout go with --broker, not --port")
     words = list(args.words)
     secret = device_config.secret_without_value(args.op, words)
     if secret:  # typed here, unseen, rather than left in the shell's history
@@ -280,6 +288,138 @@ def cmd_config(args: argparse.Namespace) -> int:
     device_config.check_request(args.op, words)  # a bad value fails before the port
     with open_session(args.port, baud=args.baud) as cli:
         print(device_config.config_command(cli, args.op, words, as_json=args.json))
+    return 0
+
+
+def _config_over_broker(args: argparse.Namespace) -> int:
+    """`albatross config show|get|set --broker URL --device ID`: 0 applied, 2 refused (on
+    the host or by the device, the key named), 1 no answer in time."""
+    from host_tools import remote, remote_text
+
+    if not args.device:
+        raise ValueError("--broker needs --device ID (the tracker's device id)")
+    if args.op != "set":
+        if args.unset or args.timeout is not None:
+            raise ValueError("--unset and --timeout go with `config set`")
+        if len(args.words) > (1 if args.op == "get" else 0):
+            raise ValueError(
+                f"usage: albatross config {args.op} --broker URL --device ID"
+                + (" KEY" if args.op == "get" else "")
+            )
+        if args.op == "get" and not args.words:
+            raise ValueError("usage: albatross config get --broker URL --device ID KEY")
+        name = args.words[0] if args.words else None
+        if name is not None:
+            remote.config_request({}, [name])  # an unknown key fails here, as over --port
+        reported = remote.get_config(args.broker, args.device)
+        if name is not None and name not in reported.config:
+            raise ValueError(f"{args.device} did not report {name} (older firmware?)")
+        if args.json:
+            config = reported.config if name is None else {name: reported.config[name]}
+            print(json.dumps(config, sort_keys=True))
+        else:
+            print("\n".join(remote_text.config_lines(reported.config, name)))
+        return 0
+
+    values = _broker_assignments(args.words)
+    timeout = remote.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+
+    def sent(request_id: str, status: dict | None) -> None:
+        state = remote.describe_status(status, args.broker)
+        print(
+            f"config: request {request_id} sent; {args.device} {state}; waiting up to "
+            f"{timeout:g} s for its answer",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        result = remote.set_config(
+            args.broker, args.device, values, args.unset, timeout=timeout, on_sent=sent
+        )
+    except remote.NoAnswer as e:
+        return _no_answer(e, args)
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        print("\n".join(remote_text.config_result_lines(result)))
+    if not result.ok:
+        print(f"albatross: {remote_text.refusal(result)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _broker_assignments(words: list[str]) -> dict[str, str]:
+    """KEY=VALUE words; a secret key alone (`mqtt_password`) is asked for, unseen, rather
+    than left in the shell's history (as `config set --port` does)."""
+    from host_tools import remote
+    from host_tools.console import values
+
+    typed = []
+    for word in words:
+        if "=" not in word and word in values.schema_keys() and values.is_secret(word):
+            word = f"{word}={getpass.getpass(f'{word} (not shown): ')}"
+        typed.append(word)
+    return remote.parse_assignments(typed)
+
+
+def _no_answer(error: Exception, args: argparse.Namespace) -> int:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "device": args.device,
+                    "id": error.request_id,
+                    "answered": False,
+                    "status": error.status,
+                    "error": str(error),
+                },
+                sort_keys=True,
+            )
+        )
+    print(f"albatross: {error}", file=sys.stderr)
+    return 1
+
+
+def cmd_cmd(args: argparse.Namespace) -> int:
+    """`albatross cmd --broker URL --device ID NAME [KEY=VALUE ...]`: 0 done, 2 refused (on
+    the host, or the device answered with an error), 1 no ack in time."""
+    import difflib
+
+    from host_tools import remote, remote_text
+
+    if args.name not in remote.COMMANDS:
+        near = difflib.get_close_matches(args.name, list(remote.COMMANDS), n=1)
+        hint = f"did you mean {near[0]}?" if near else "one of " + ", ".join(remote.COMMANDS)
+        raise ValueError(f"unknown command {args.name!r} ({hint})")
+
+    def sent(request_id: str, status: dict | None) -> None:
+        state = remote.describe_status(status, args.broker)
+        print(
+            f"cmd: {args.name} sent as {request_id}; {args.device} {state}; waiting up to "
+            f"{args.timeout:g} s for its ack",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        ack = remote.send_command(
+            args.broker,
+            args.device,
+            args.name,
+            remote.command_args(args.args),
+            timeout=args.timeout,
+            on_sent=sent,
+        )
+    except remote.NoAnswer as e:
+        return _no_answer(e, args)
+    if args.json:
+        print(json.dumps(ack.to_json(), sort_keys=True))
+    elif ack.ok:
+        print("\n".join(remote_text.command_lines(ack)))
+    if not ack.ok:
+        print(f"albatross: {args.device}: {ack.cmd} failed: {ack.error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -437,6 +577,8 @@ def _flash_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from host_tools.remote import COMMANDS as _COMMANDS
+
     parser = argparse.ArgumentParser(prog="albatross", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -487,12 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "monitor",
-        help="print telemetry and status from a broker, or check delivery (--check)",
-        description="Print one line per message (per record of a telemetry batch), or with "
-        "--check dedupe telemetry by (device, seq) and report per device what "
-        "arrived, duplicates and gaps (missing sequence numbers).",
+        help="print telemetry, alarms and status from a broker, or check delivery (--check)",
+        description="Print one line per message (per record of a telemetry or alarm batch; "
+        "alarms start with ALARM), or with --check dedupe telemetry and alarms by (device, "
+        "lane, seq) and report per device and lane what arrived, duplicates and gaps "
+        "(missing sequence numbers).",
         epilog="exit status with --check: 0 when no device has gaps; 1 when any device has "
-        "gaps, a seq carried two different readings, or no telemetry arrived; "
+        "gaps on either lane, a seq carried two different records, or nothing arrived; "
         "2 when the broker cannot be reached.",
     )
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default: %(default)s")
@@ -511,13 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="subscribe to albatross/+/telemetry and print a delivery report at the end",
+        help="subscribe to albatross/+/telemetry and albatross/+/alarm and print a delivery "
+        "report at the end",
     )
     p.add_argument(
         "--first-seq",
         type=int,
         metavar="N",
-        help="with --check: devices start at seq N, so a missing head is a gap",
+        help="with --check: devices start at seq N on both lanes, so a missing head is a gap",
     )
     p.set_defaults(func=cmd_monitor)
 
@@ -537,20 +681,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "config",
-        help="show, get or set a tracker's config over its command line",
+        help="show, get or set a tracker's config over its command line or over MQTT",
         description="Values are checked against the firmware's schema before the port is "
-        "opened. `set` stores all pairs or none, as the device does.",
+        "opened or anything is published. `set` stores all pairs or none, as the device "
+        "does. With --broker the request is published retained on "
+        "albatross/ID/config/set and the device's answer on config/reported is awaited; "
+        "a device that is offline applies it when it reconnects. `show` and `get` with "
+        "--broker read the config the device last reported.",
+        epilog="exit status with --broker set: 0 when the device applied the request; 2 when "
+        "a key or value is refused (on the host, or by the device: the key is named); 1 when "
+        "no answer came within --timeout.",
     )
     p.add_argument("op", choices=("show", "get", "set"))
     p.add_argument(
         "words",
         nargs="*",
         metavar="KEY [VALUE ...]",
-        help="get: KEY; set: KEY VALUE ... (a secret key last without a value: asked for)",
+        help="get: KEY; set with --port: KEY VALUE ...; set with --broker: KEY=VALUE ... "
+        "(a secret key without a value: asked for)",
     )
-    _port_args(p)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--port",
+        help="the tracker's serial console: /dev/ttyUSB0, a vboard's pty, socket://HOST:PORT, "
+        "rfc2217://HOST:PORT",
+    )
+    where.add_argument(
+        "--broker", help="mqtt://HOST:PORT: through the broker the tracker reports to"
+    )
+    p.add_argument("--baud", type=int, default=115200, help="with --port (default: %(default)s)")
+    p.add_argument("--device", help="with --broker: the tracker's device id")
+    p.add_argument(
+        "--unset",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --broker set: put KEY back to its default; repeatable",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="with --broker set: wait this long for the device's answer (default: 30)",
+    )
     p.add_argument("--json", action="store_true", help="one-line JSON output")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "cmd",
+        help="send a tracker a command over MQTT and wait for its ack",
+        description="Publish {id, cmd, args} on albatross/ID/cmd (QoS 1, not retained) and "
+        "wait for the ack with the same id on cmd/ack. Commands are not queued for a device "
+        "that is offline: retry when it is online. "
+        + "; ".join(f"{name}: {what}" for name, what in _COMMANDS.items())
+        + ".",
+        epilog="exit status: 0 when the device did it; 2 when it answered with an error or "
+        "the command was refused on the host; 1 when no ack came within --timeout.",
+    )
+    p.add_argument("name", metavar="NAME", help=", ".join(_COMMANDS))
+    p.add_argument(
+        "args", nargs="*", metavar="KEY=VALUE", help="arguments (values as JSON, else text)"
+    )
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--device", required=True, help="the tracker's device id")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="wait this long for the ack (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="the ack as one JSON object")
+    p.set_defaults(func=cmd_cmd)
 
     p = sub.add_parser(
         "provision",
@@ -675,7 +877,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a subcommand's `words` at the first positional, so in `config set
+    # --broker URL --device ID KEY=VALUE` the pairs after the options come back unknown:
+    # they are words all the same (anything but an option; "-2" is a value).
+    if extra and isinstance(getattr(args, "words", None), list):
+        options = [e for e in extra if e.startswith("-") and not e[1:2].isdigit()]
+        if not options:
+            args.words += extra
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except EXPECTED_ERRORS as e:

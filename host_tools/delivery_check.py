@@ -1,18 +1,23 @@
 """The consumer side of store-and-forward: is every reading there, exactly once?
 
-A tracker may publish a telemetry record more than once (QoS 1 redelivery, a batch re-sent
-after a reconnect or a reboot) but must never lose one. `DeliveryCheck` is fed what a broker
-delivers and dedupes by (device id, sequence number); per device it reports what arrived,
-what came twice and which sequence numbers are missing.
+A tracker may publish a record more than once (QoS 1 redelivery, a batch re-sent after a
+reconnect or a reboot) but must never lose one. It sends on two lanes, each with its own
+sequence numbers: `telemetry` (readings) and `alarm` (the priority lane). `DeliveryCheck` is
+fed what a broker delivers and dedupes by (device id, lane, sequence number); per device and
+lane it reports what arrived, what came twice and which sequence numbers are missing.
 
     tally = check("mqtt://127.0.0.1:1883", until_idle=5)
     print(tally.format_report())
     sys.exit(0 if tally.ok else 1)
 
-Payloads on `albatross/<device_id>/telemetry`, JSON:
+Payloads on `albatross/<device_id>/telemetry` and `.../alarm`, JSON:
 
 - one record: `{"device_id", "seq", "ts", "temperature", "humidity", "battery"[, ...]}`
+  (an alarm record: `{"device_id", "seq", "ts", "alarm", "state", ...}`)
 - a batch: `{"device_id": ..., "records": [record, ...]}`; records may omit `device_id`.
+
+The lane is the topic's last level: `alarm`, else `telemetry` (what this check took before
+alarms existed).
 
 The device is the topic's (`albatross/<device_id>/...`); a payload naming another device is
 malformed, as is anything that is neither form or a record without a non-negative integer
@@ -24,13 +29,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from host_tools.monitor import listen
 
 TELEMETRY_TOPIC = "albatross/+/telemetry"
+LANES = ("telemetry", "alarm")
+LANE_TOPICS = (TELEMETRY_TOPIC, "albatross/+/alarm")
 UNKNOWN_DEVICE = "?"  # malformed messages whose device cannot be told from topic or payload
 MALFORMED_EXAMPLES = 5  # reasons kept per device; the count is always complete
 
@@ -61,6 +68,11 @@ def device_of_topic(topic: str) -> str | None:
     """`albatross/<device_id>/telemetry` -> device_id; None for other shapes."""
     parts = topic.split("/")
     return parts[1] if len(parts) >= 3 and parts[1] else None
+
+
+def lane_of_topic(topic: str) -> str:
+    """`albatross/<device_id>/alarm` -> "alarm"; anything else is telemetry."""
+    return "alarm" if topic.rsplit("/", 1)[-1] == "alarm" else "telemetry"
 
 
 def compact_ranges(numbers: Iterable[int]) -> Ranges:
@@ -164,30 +176,33 @@ class DeviceTally:
 
 
 class DeliveryCheck:
-    """Dedupe telemetry by (device id, seq) and tally gaps, duplicates and malformed input.
+    """Dedupe by (device id, lane, seq) and tally gaps, duplicates and malformed input.
 
     first_seq: the sequence number each device is known to start from (an int for all, or a
-    mapping device -> int), so that a missing head counts as a gap. Pure: no I/O, no clock;
-    not thread-safe (`check` serialises calls).
+    mapping device -> int), on both lanes (each lane's store starts at the same number), so
+    that a missing head counts as a gap. Pure: no I/O, no clock; not thread-safe (`check`
+    serialises calls). `devices` is the telemetry lane, `lanes[lane]` any lane.
     """
 
     def __init__(self, first_seq: int | Mapping[str, int] | None = None) -> None:
         self._first_seq = first_seq
-        self.devices: dict[str, DeviceTally] = {}
+        self.lanes: dict[str, dict[str, DeviceTally]] = {lane: {} for lane in LANES}
+        self.devices = self.lanes["telemetry"]
 
-    def _device(self, device_id: str) -> DeviceTally:
-        tally = self.devices.get(device_id)
+    def _device(self, device_id: str, lane: str = "telemetry") -> DeviceTally:
+        tallies = self.lanes[lane]
+        tally = tallies.get(device_id)
         if tally is None:
             if isinstance(self._first_seq, Mapping):
                 first = self._first_seq.get(device_id)
             else:
                 first = self._first_seq
-            tally = self.devices[device_id] = DeviceTally(device_id, first)
+            tally = tallies[device_id] = DeviceTally(device_id, first)
         return tally
 
-    def seqs(self, device_id: str) -> set[int]:
-        """The sequence numbers received so far from one device."""
-        tally = self.devices.get(device_id)
+    def seqs(self, device_id: str, lane: str = "telemetry") -> set[int]:
+        """The sequence numbers received so far from one device on one lane."""
+        tally = self.lanes[lane].get(device_id)
         return set(tally.seen) if tally else set()
 
     def feed(self, topic: str, payload: bytes) -> list[Record]:
@@ -196,15 +211,16 @@ class DeliveryCheck:
         Every returned record has `device_id` set. Never raises on bad input.
         """
         device = device_of_topic(topic)
+        lane = lane_of_topic(topic)
         try:
             body = decode_payload(payload)
             if not isinstance(body, dict):
                 raise MalformedPayload(f"a JSON {type(body).__name__}, not an object")
             device = self._check_device(device, body.get("device_id"), "payload")
         except MalformedPayload as e:
-            self._device(device or UNKNOWN_DEVICE).reject(f"{topic}: {e.reason}")
+            self._device(device or UNKNOWN_DEVICE, lane).reject(f"{topic}: {e.reason}")
             return []
-        tally = self._device(device)
+        tally = self._device(device, lane)
         tally.messages += 1
         tally.payload_bytes += len(payload)
         if "records" in body:
@@ -250,44 +266,66 @@ class DeliveryCheck:
             raise MalformedPayload(f"seq must be a non-negative integer, got {seq!r}")
         return seq
 
+    def _lost(self, lane: str) -> bool:
+        """Some record of the lane is missing, or a seq carried two different records
+        (dedupe would have dropped one of them: a lost record)."""
+        return any(t.received and (t.gaps() or t.conflicting) for t in self.lanes[lane].values())
+
     @property
     def ok(self) -> bool:
-        """Something arrived, nothing is missing and no seq carried two different readings
-        (dedupe would have dropped one of them: a lost reading)."""
-        received = [t for t in self.devices.values() if t.received]
-        return bool(received) and not any(t.gaps() or t.conflicting for t in received)
+        """Something arrived and nothing is lost, on every lane."""
+        received = any(t.received for tallies in self.lanes.values() for t in tallies.values())
+        return received and not any(self._lost(lane) for lane in LANES)
 
     def report(self) -> dict[str, Any]:
-        """{"ok", "devices": {device_id: {received, duplicates, gaps, missing, conflicts,
-        out_of_order, malformed, malformed_reasons, first_seq, last_seq, messages,
-        payload_bytes}}}. Ranges are inclusive (lo, hi) pairs."""
-        return {
-            "ok": self.ok,
-            "devices": {d: self.devices[d].report() for d in sorted(self.devices)},
+        """{"ok", "devices": {device_id: tally}, "lanes": {lane: {device_id: tally}}}, a
+        tally being {received, duplicates, gaps, missing, conflicts, out_of_order, malformed,
+        malformed_reasons, first_seq, last_seq, messages, payload_bytes}; "devices" is the
+        telemetry lane (as before lanes). Ranges are inclusive (lo, hi) pairs."""
+        lanes = {
+            lane: {d: tallies[d].report() for d in sorted(tallies)}
+            for lane, tallies in self.lanes.items()
         }
+        return {"ok": self.ok, "devices": lanes["telemetry"], "lanes": lanes}
 
     def format_report(self) -> str:
-        """One line per device, then one per malformed example, then a verdict."""
+        """Per device a telemetry line and (when it sent any) an alarm-lane line, each
+        followed by its malformed examples; then a verdict."""
+        lanes = self.report()["lanes"]
         lines = []
-        for device, r in self.report()["devices"].items():
-            seqs = f"seq {r['first_seq']}..{r['last_seq']}" if r["received"] else "no records"
-            line = f"{device:<12} {seqs}  received {r['received']}  duplicates {r['duplicates']}  "
-            if r["gaps"]:
-                line += f"MISSING {r['missing']}: {_ranges_text(r['gaps'])}  "
-            else:
-                line += "gaps 0  "
-            line += f"out-of-order {r['out_of_order']}  malformed {r['malformed']}"
-            if r["conflicts"]:
-                line += f"  SEQ REUSED for different readings: {_ranges_text(r['conflicts'])}"
-            lines.append(line)
-            lines += [f"{'':<12} malformed: {reason}" for reason in r["malformed_reasons"]]
-        if not any(t.received for t in self.devices.values()):
-            lines.append("FAIL: no telemetry records received")
-        elif self.ok:
-            lines.append("OK: no gaps")
+        for device in sorted(set(lanes["telemetry"]) | set(lanes["alarm"])):
+            for lane, label in (("telemetry", ""), ("alarm", "alarm lane: ")):
+                r = lanes[lane].get(device)
+                if r is not None:
+                    lines.append(f"{device:<12} {label}{_tally_text(r)}")
+                    lines += [f"{'':<12} malformed: {why}" for why in r["malformed_reasons"]]
+        received = {
+            lane: any(t.received for t in self.lanes[lane].values()) for lane in self.lanes
+        }
+        lost = [what for lane, what in LOST_WORDS.items() if self._lost(lane)]
+        if not any(received.values()):
+            lines.append("FAIL: no telemetry records received, no alarms either")
+        elif lost:
+            lines.append(f"FAIL: {' and '.join(lost)} missing")
         else:
-            lines.append("FAIL: readings missing")
+            lines.append("OK: no gaps")
         return "\n".join(lines)
+
+
+LOST_WORDS = {"telemetry": "readings", "alarm": "alarms"}
+
+
+def _tally_text(r: Mapping[str, Any]) -> str:
+    seqs = f"seq {r['first_seq']}..{r['last_seq']}" if r["received"] else "no records"
+    line = f"{seqs}  received {r['received']}  duplicates {r['duplicates']}  "
+    if r["gaps"]:
+        line += f"MISSING {r['missing']}: {_ranges_text(r['gaps'])}  "
+    else:
+        line += "gaps 0  "
+    line += f"out-of-order {r['out_of_order']}  malformed {r['malformed']}"
+    if r["conflicts"]:
+        line += f"  SEQ REUSED for different readings: {_ranges_text(r['conflicts'])}"
+    return line
 
 
 def _ranges_text(ranges: Iterable[tuple[int, int]], limit: int = 10) -> str:
@@ -301,7 +339,7 @@ def check(
     *,
     seconds: float | None = None,
     until_idle: float | None = None,
-    topic: str = TELEMETRY_TOPIC,
+    topic: str | Sequence[str] = LANE_TOPICS,
     first_seq: int | Mapping[str, int] | None = None,
     on_subscribed: Callable[[], None] | None = None,
 ) -> DeliveryCheck:

@@ -10,6 +10,7 @@ def _collect() -> tuple[type[BaseException], ...]:
     from host_tools.flash.errors import FlashError
     from host_tools.flash_layout import LayoutError
     from host_tools.image import ImageError
+    from host_tools.remote import RemoteError
     from host_tools.vboard.bench import BenchError
     from host_tools.vboard.runtime import RuntimeUnavailable
     from host_tools.vboard.runtime.build import RuntimeBuildError
@@ -22,6 +23,7 @@ def _collect() -> tuple[type[BaseException], ...]:
         FlashError,
         ImageError,
         LayoutError,
+        RemoteError,
         BenchError,
         VboardError,
         RuntimeUnavailable,

@@ -1,12 +1,12 @@
 """Watch what trackers send to a broker: one readable line per message (per record of a
-telemetry batch)."""
+telemetry or alarm batch; alarms in capitals)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as paho
 
@@ -45,6 +45,15 @@ def format_lines(topic: str, payload: bytes) -> list[str]:
             else f"{stamp} {device:<12} telemetry  [{i}/{n}] not a record: {rec!r:.60}"
             for i, rec in enumerate(records, 1)
         ]
+    if kind == "alarm" and isinstance(body, dict):
+        records = body.get("records")
+        items = records if isinstance(records, list) else [body]
+        return [
+            alarm_line(stamp, device, rec)
+            if isinstance(rec, dict)
+            else f"{stamp} {device:<12} ALARM      not an alarm record: {rec!r:.60}"
+            for rec in items
+        ] or [f"{stamp} {device:<12} ALARM      empty batch"]
     if kind == "status" and isinstance(body, dict):
         extra = ""
         if body.get("state") == "online":
@@ -66,6 +75,63 @@ def _telemetry_line(stamp: str, device: str, rec: dict, where: str) -> str:
     )
 
 
+# Unit and format of an alarm's value, peak and limit by the alarm's name (README: alarm).
+_ALARM_UNITS = {
+    "temp_high": (" °C", ".1f"),
+    "temp_low": (" °C", ".1f"),
+    "rh_high": (" %", ".1f"),
+    "rh_low": (" %", ".1f"),
+    "battery_low": (" V", ".2f"),
+}
+
+
+def alarm_line(stamp: str, device: str, rec: dict) -> str:
+    """`ALARM raised temp_high 8.9 °C (limit 8.0) since 12:03:10` or, once it is over,
+    `ALARM cleared temp_high peak 9.4 °C (limit 8.0) since 12:03:10, cleared 12:23:10
+    after 20 min`: capitals, so an alarm stands out among telemetry lines."""
+    name = rec.get("alarm", "?")
+    unit, fmt = _ALARM_UNITS.get(str(name), ("", "g"))
+
+    def value(v: object, with_unit: bool = True) -> str:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return f"{v:{fmt}}{unit if with_unit else ''}"
+        return "-" if v is None else str(v)
+
+    state = rec.get("state", "?")
+    what = f"{name} {rec['fence']}" if rec.get("fence") else str(name)
+    limit = f" (limit {value(rec['limit'], False)})" if rec.get("limit") is not None else ""
+    since = f" since {_clock(rec.get('since'))}"
+    if state == "cleared":
+        text = f"{what} peak {value(rec.get('peak'))}{limit}{since}"
+        text += f", cleared {_clock(rec.get('cleared_at'))}"
+        if isinstance(rec.get("duration_s"), int | float):
+            text += f" after {_duration(rec['duration_s'])}"
+    else:
+        text = f"{what} {value(rec.get('value'))}{limit}{since}"
+        if rec.get("peak") is not None and rec.get("peak") != rec.get("value"):
+            text += f", peak {value(rec['peak'])}"
+    return f"{stamp} {device:<12} ALARM {state} {text}  #{rec.get('seq')}"
+
+
+def _clock(ts: object) -> str:
+    """Unix seconds as local HH:MM:SS (the monitor's own clock), with the date if not today."""
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
+        return "?"
+    when = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", when)
+    return time.strftime("%Y-%m-%d %H:%M:%S", when)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def _position(rec: dict) -> str:
     """Where the reading was taken, if the tracker has GNSS (README: telemetry records)."""
     if "lat" in rec:
@@ -83,16 +149,18 @@ def _num(value: object, fmt: str) -> str:
 def subscribe(
     url: str,
     on_message: Callable[[str, bytes], None],
-    topic: str = TOPICS,
+    topic: str | Sequence[str] = TOPICS,
     timeout: float = 10.0,
 ) -> paho.Client:
-    """Connect a paho client, subscribe, and call on_message(topic, payload) from its thread."""
+    """Connect a paho client, subscribe (QoS 1) to one topic filter or several (one SUBSCRIBE,
+    so one SUBACK covers them all), and call on_message(topic, payload) from its thread."""
     host, port = connect_url(url)
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     subscribed = threading.Event()
+    filters = [(topic, 1)] if isinstance(topic, str) else [(t, 1) for t in topic]
     client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
     client.on_subscribe = lambda *_: subscribed.set()
-    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(filters)
     try:
         client.connect(host, port, keepalive=30)
     except OSError as e:
@@ -108,7 +176,7 @@ def listen(
     url: str,
     on_message: Callable[[str, bytes], None],
     *,
-    topic: str = TOPICS,
+    topic: str | Sequence[str] = TOPICS,
     seconds: float | None = None,
     until_idle: float | None = None,
     on_subscribed: Callable[[], None] | None = None,

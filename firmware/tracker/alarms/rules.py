@@ -74,6 +74,7 @@ class Rule:
         if v is None:
             if self.limit is not None or self.state == NORMAL:
                 return None, False  # no reading: nothing is known, nothing changes
+            self.value = None
             return self._end(now)
         if self.state == NORMAL:
             if not self._begins(v):
@@ -115,7 +116,7 @@ class Rule:
 
     def _event(self, what, now):
         e = {"alarm": self.alarm, "state": what, "since": self.since, "value": self.value,
-             "duration_s": now - self.since}  # fmt: skip
+             "duration_s": None if now is None else now - self.since}  # fmt: skip
         if what == RAISED:
             e["at"] = now
         else:
@@ -155,7 +156,7 @@ class FenceRule(Rule):
         if position is None:
             return None  # inert without a fix
         out = geofence.outside_m(self._geom, position[0], position[1])
-        return int(out if self.alarm == "geofence_exit" else -out)
+        return round(out if self.alarm == "geofence_exit" else -out)
 
 
 def _get(cfg, name):
@@ -220,18 +221,33 @@ class AlarmRules:
         self.restore_ignored = 0  # entries of a state that restore() could not use
         self.configure(cfg)
 
-    def configure(self, cfg):
+    def configure(self, cfg, now_s=None):
         """Rebuild the rules after a config change, keeping the state of every rule whose
-        parameters are unchanged. Sets `changed` when a rule with a state went away."""
+        parameters are unchanged. A raised rule that is switched off or changed ends with a
+        "cleared" event carrying "reason": "config" (the list returned), so no alarm stays
+        up forever at the operator's end (cleared_at is now_s, None if not given). Sets
+        `changed` when a rule with a state went."""
         old = {}
         for r in self.rules:
             old[r.rid] = r
         rules = []
         for r in build(cfg):
-            prev = old.pop(r.rid, None)
-            rules.append(prev if prev is not None and prev.sig == r.sig else r)
-        self.changed = any(r.state != NORMAL for r in old.values())
+            prev = old.get(r.rid)
+            if prev is not None and prev.sig == r.sig:
+                del old[r.rid]
+                r = prev
+            rules.append(r)
+        events = []
+        self.changed = False
+        for r in old.values():
+            if r.state != NORMAL:
+                self.changed = True
+                event, _ = r._end(now_s)
+                if event is not None:
+                    event["reason"] = "config"
+                    events.append(event)
         self.rules = rules
+        return events
 
     def evaluate(self, reading, now_s, position=None):
         """Feed one reading (see docs/alarms.md); returns the list of events (mostly empty)."""

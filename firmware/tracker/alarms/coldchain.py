@@ -10,11 +10,16 @@
 #   digits. Relative to a reference temperature Tr (the first reading),
 #       exp(-a/T_i) = exp(-a/Tr) * exp(x_i),   x_i = a * (T_i - Tr) / (T_i * Tr),  a = dH/R
 #   so  MKT = a / (a/Tr - ln(mean(exp(x_i)))),  where exp(x_i) is near 1 for readings near
-#   Tr and far from float limits for any temperature a sensor reports (-80..+125 degC).
+#   Tr. Tr starts at the first reading. A reading so much hotter that exp(x) would near the
+#   float limit (e^88) moves Tr to it: the sum is scaled by exp(-x), and terms that become
+#   too small to matter underflow harmlessly to 0 (colder readings do so anyway).
 from math import exp, log
 
 R = 8.3144598  # J/(mol K)
 KELVIN = 273.15
+# exp(40) = 2.4e17: the sum of a million such terms is still far below the single-precision
+# limit (3.4e38), and exp(-40) keeps 1e-17 of the old sum, well below its precision.
+_REBASE_X = 40.0
 
 
 class Stats:
@@ -37,7 +42,8 @@ class Stats:
         self.max = None
         self.first_at = None
         self.last_at = None
-        self._ref = None  # first reading (degC): the reference of the sums
+        self._ref = None  # first reading (degC): the reference of the mean's sum
+        self._kref = None  # Tr of the MKT's sum (degC)
         self._dsum = 0.0  # sum of (t - ref), Kahan-compensated by _dc
         self._dc = 0.0
         self._esum = 0.0  # sum of exp(x_i), Kahan-compensated by _ec
@@ -64,7 +70,7 @@ class Stats:
         if self.first_at is None:
             self.first_at = now_s
         if self.n == 0:
-            self._ref = temp_c
+            self._ref = self._kref = temp_c
             self.min = self.max = temp_c
         elif temp_c < self.min:
             self.min = temp_c
@@ -72,8 +78,13 @@ class Stats:
             self.max = temp_c
         self.n += 1
         self._dsum, self._dc = _kahan(self._dsum, self._dc, temp_c - self._ref)
-        tr = self._ref + KELVIN
-        x = self._a * (temp_c - self._ref) / ((temp_c + KELVIN) * tr)
+        x = self._a * (temp_c - self._kref) / ((temp_c + KELVIN) * (self._kref + KELVIN))
+        if x > _REBASE_X:
+            scale = exp(-x)
+            self._esum *= scale
+            self._ec *= scale
+            self._kref = temp_c
+            x = 0.0
         self._esum, self._ec = _kahan(self._esum, self._ec, exp(x))
         self._side = 1 if temp_c > self.high else (-1 if temp_c < self.low else 0)
         self._excursion(temp_c)
@@ -94,7 +105,7 @@ class Stats:
         """Mean kinetic temperature in degC (None without readings)."""
         if self.n == 0:
             return None
-        tr = self._ref + KELVIN
+        tr = self._kref + KELVIN
         return self._a / (self._a / tr - log(self._esum / self.n)) - KELVIN
 
     def as_dict(self):
@@ -117,14 +128,14 @@ class Stats:
         return [self.high, self.low, self.activation_kj, self.hysteresis, self.n, self.min,
                 self.max, self.first_at, self.last_at, self._ref, self._dsum, self._dc,
                 self._esum, self._ec, self.above_s, self.below_s, self.excursions, self._side,
-                self._exc]  # fmt: skip
+                self._exc, self._kref]  # fmt: skip
 
     def restore(self, state):
         """Take back a state(), with the limits and activation energy it was taken with (a
         sum of exp(x_i) only adds up under one activation energy). False, and the statistics
         left empty, when it is not one."""
         try:
-            if len(state) != 19:
+            if len(state) != 20:
                 raise ValueError("length")
             for i, v in enumerate(state):
                 # Numbers everywhere; None only where an empty Stats has it.
@@ -138,7 +149,7 @@ class Stats:
             self.__init__(high, low, kj, hyst)
             (self.n, self.min, self.max, self.first_at, self.last_at, self._ref, self._dsum,
              self._dc, self._esum, self._ec, self.above_s, self.below_s, self.excursions,
-             self._side, self._exc) = state[4:]  # fmt: skip
+             self._side, self._exc, self._kref) = state[4:]  # fmt: skip
         except Exception:  # noqa: BLE001 -- garbage from flash must not stop a boot
             self.clear()
             return False
@@ -146,8 +157,8 @@ class Stats:
 
 
 # Fields of state() that are None in a Stats without readings (min, max, first_at, last_at,
-# ref) or after a failed reading (side).
-_MAYBE_NONE = (5, 6, 7, 8, 9, 17)
+# the references) or after a failed reading (side).
+_MAYBE_NONE = (5, 6, 7, 8, 9, 17, 19)
 
 
 def _kahan(total, comp, value):

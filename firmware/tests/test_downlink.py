@@ -397,3 +397,18 @@ def test_reboot_is_acked_before_it_happens_and_a_duplicate_runs_once():
         [(_t, ack, _r)] = dev.answers()
         assert ack == {"id": "b1", "cmd": "reboot", "ok": True, "result": {"in_ms": 500}}
         assert dev.dl.counters["duplicates"] == 1
+
+
+def test_the_queue_holds_at_most_4_kb_and_an_oversized_payload_is_not_kept():
+    with TempDir() as path:
+        dev = Device(path)
+        big = json.dumps({"id": "b", "cmd": "ping", "args": {"pad": "x" * 1900}}).encode()
+        assert 1900 < len(big) <= d.MAX_PAYLOAD
+        assert [dev.send("cmd", big) for _ in range(3)] == [True, True, False]
+        run(dev.settle())
+        assert dev.send("cmd", b"{" + b" " * 3000 + b"}")
+        assert dev.dl._inbox[0][1] is None  # queued without its 3 KB
+        run(dev.settle())
+        acks = [a for _t, a, _r in dev.answers()]
+        assert [a["ok"] for a in acks] == [True, False]  # the second "b" is a duplicate
+        assert "over 2048 bytes" in acks[1]["error"]

@@ -31,7 +31,8 @@ MAX_PAYLOAD = 2048  # bytes; a request is a few hundred, anything larger is refu
 MAX_PACKET = MAX_PAYLOAD + 256
 MAX_DEPTH = 4  # nesting of objects/arrays: request > set > value (or args > value)
 MAX_ID = 64
-MAX_QUEUED = 4  # received, not yet handled: at most 4 x 2 KB of heap
+MAX_QUEUED = 4  # messages received, not yet handled
+MAX_QUEUED_BYTES = 4096  # and their payloads together (one may always wait, up to 2 KB)
 # Token bucket for what the operator may send (retained requests, once per connect, are
 # exempt): a burst of BURST, then one per REFILL_MS. More is dropped unanswered and counted,
 # so a flood costs neither heap nor airtime.
@@ -235,6 +236,7 @@ class Downlink:
         self._clock = clock
         self.wake = None  # set by the uplink: there is something to handle or publish
         self._inbox = []  # (topic suffix, payload or None if oversized, retain)
+        self._queued = 0  # bytes of payload in the inbox
         self._outbox = []  # (topic suffix, payload, retain, then) until PUBACKed
         self._recent_cmds = []  # the last command ids: a QoS 1 duplicate runs once
         self._running = None  # the command task (one at a time; others wait in the inbox)
@@ -251,13 +253,21 @@ class Downlink:
         self.counters["received"] += 1
         if suffix not in TOPICS or payload == b"":
             return False  # an empty payload clears a retained message: nothing to answer
-        if len(self._inbox) >= MAX_QUEUED or (not retain and not self._take_token()):
+        if payload is not None and len(payload) > MAX_PAYLOAD:
+            payload = None  # refused unread anyway: do not keep it while it waits
+        size = len(payload) if payload is not None else 0
+        if (
+            len(self._inbox) >= MAX_QUEUED
+            or (self._inbox and self._queued + size > MAX_QUEUED_BYTES)
+            or (not retain and not self._take_token())
+        ):
             self.counters["dropped"] += 1
             if not self._flooded:  # one line per flood, not one per message
                 self._flooded = True
                 log.w(_TAG, "too many requests: dropping, unanswered")
             return False
         self._flooded = False
+        self._queued += size
         self._inbox.append((suffix, payload, retain))
         self._wake()
         return True
@@ -295,6 +305,8 @@ class Downlink:
         link fails, and the answer then waits for the next session."""
         if not self._outbox and self._inbox and self._running is None:
             suffix, payload, retain = self._inbox.pop(0)
+            if payload is not None:
+                self._queued -= len(payload)
             if suffix == CONFIG_SET:
                 self._config(payload)
             else:

@@ -275,7 +275,9 @@ class AlarmRules:
         rules = {}
         for r in self.rules:
             if r.state != NORMAL:
-                rules[r.rid] = [r.sig, r.state, r.since, r.peak, r.value]
+                # Not the last value: it changes at every reading, and saving at every
+                # reading would wear the flash for a number only the status shows.
+                rules[r.rid] = [r.sig, r.state, r.since, r.peak]
         return {"v": 1, "rules": rules}
 
     def restore(self, state):
@@ -305,18 +307,15 @@ def _number(v):
 
 def _restore_rule(r, entry):
     try:
-        sig, st, since, peak, value = entry
-    except Exception:  # noqa: BLE001 -- not a 5-item list
+        sig, st, since, peak = entry
+    except Exception:  # noqa: BLE001 -- not a 4-item list
         return False
-    if sig != r.sig or st not in _STATES or not isinstance(since, int) or not _number(peak):
+    if sig != r.sig or st not in _STATES or not _number(since) or since is None:
         return False
-    if isinstance(r, SensorRule):
-        if not isinstance(value, str):
-            return False
-    elif not _number(value):
+    if not isinstance(since, int) or not _number(peak):
         return False
     r.state = st
     r.since = since
     r.peak = peak
-    r.value = value
+    r.value = None  # until the next reading
     return True

@@ -388,9 +388,10 @@ def cmd_cmd(args: argparse.Namespace) -> int:
 
     from host_tools import remote, remote_text
 
-    if args.name not in remote.COMMANDS:
-        near = difflib.get_close_matches(args.name, list(remote.COMMANDS), n=1)
-        hint = f"did you mean {near[0]}?" if near else "one of " + ", ".join(remote.COMMANDS)
+    known = remote.firmware_downlink().COMMANDS
+    if args.name not in known:
+        near = difflib.get_close_matches(args.name, list(known), n=1)
+        hint = f"did you mean {near[0]}?" if near else "one of " + ", ".join(known)
         raise ValueError(f"unknown command {args.name!r} ({hint})")
 
     def sent(request_id: str, status: dict | None) -> None:

@@ -32,17 +32,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import Any
 
 from host_tools.console import values as schema_values
 from host_tools.console.protocol import CliError
+from host_tools.fwconfig import firmware_config
 from host_tools.monitor import subscribe
 
 ROOT = "albatross"
 DEFAULT_TIMEOUT_S = 30.0
 MAX_ID = 64  # the device refuses longer request ids (wire format)
-# What the firmware answers (issue 11); the CLI refuses other names before publishing, the
-# library sends any name, so a script can reach a newer firmware's command.
+# What each of the firmware's commands does, for --help (tests check the names match
+# tracker/uplink/downlink.py COMMANDS). The CLI refuses a name the firmware does not know
+# before publishing; the library sends any name, and the device answers with an error ack.
 COMMANDS = {
     "ping": "answer at once (a round trip check)",
     "report-now": "take a reading and send it now",
@@ -55,6 +59,15 @@ COMMANDS = {
 _PUBLISH_TIMEOUT_S = 10.0
 # After SUBACK, how long to wait for retained messages when the probe (below) is lost.
 _RETAINED_GRACE_S = 5.0
+
+
+@cache
+def firmware_downlink() -> ModuleType:
+    """The firmware's tracker/uplink/downlink.py: its command names and payload limit."""
+    firmware_config()  # firmware/ on sys.path
+    from tracker.uplink import downlink
+
+    return downlink
 
 
 class RemoteError(Exception):
@@ -187,7 +200,16 @@ def config_request(
     if len(set(unset)) != len(unset):
         raise RemoteError("a key is unset twice")
     request_id = check_request_id(request_id or new_request_id("cfg"))
-    return {"id": request_id, "set": typed, "unset": unset}
+    return _fits({"id": request_id, "set": typed, "unset": unset})
+
+
+def _fits(body: dict[str, Any]) -> dict[str, Any]:
+    """The body, if the device will read it: it refuses payloads over its limit unread."""
+    limit = firmware_downlink().MAX_PAYLOAD
+    size = len(json.dumps(body).encode())
+    if size > limit:
+        raise RemoteError(f"the request is {size} bytes, the device reads at most {limit}")
+    return body
 
 
 def parse_assignments(words: Iterable[str]) -> dict[str, str]:
@@ -230,7 +252,7 @@ def command_request(
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise RemoteError(f"command arguments are not JSON: {e}") from None
-    return body
+    return _fits(body)
 
 
 # --- the exchange over the broker -------------------------------------------------------------
@@ -471,7 +493,7 @@ def send_command(
     return CommandResult(
         device=device,
         request_id=request["id"],
-        cmd=str(reply.get("cmd", name)),
+        cmd=str(reply.get("cmd") or name),  # the device names no command it does not know
         ok=reply.get("ok") is True,
         result=result if isinstance(result, dict) else {},
         error=None if reply.get("ok") is True else str(error or "failed (no reason given)"),

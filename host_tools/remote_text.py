@@ -34,7 +34,7 @@ def config_result_lines(result: ConfigResult) -> list[str]:
     """One `ok:` line per key of the request (changed or unchanged), then what waits for a
     reboot. For an answer that refused the request: one line per refused key."""
     if not result.ok:
-        return [f"refused: {k}: {reason}" for k, reason in sorted(result.errors.items())]
+        return [f"refused: {_culprit(k)}{why}" for k, why in sorted(result.errors.items())]
     lines = []
     for name in [*result.requested, *result.unset]:
         value = result.config.get(name, result.requested.get(name))
@@ -56,11 +56,16 @@ def config_result_lines(result: ConfigResult) -> list[str]:
 
 def refusal(result: ConfigResult) -> str:
     """The one-line error for a refused request, naming each key."""
-    reasons = "; ".join(f"{k}: {why}" for k, why in sorted(result.errors.items()))
+    reasons = "; ".join(f"{_culprit(k)}{why}" for k, why in sorted(result.errors.items()))
     return (
         f"{result.device} refused request {result.request_id}, nothing was applied: "
         f"{reasons or 'no reason given'}"
     )
+
+
+def _culprit(name: str) -> str:
+    # The device files a problem with the request as a whole under "*" (downlink.py).
+    return "" if name == "*" else f"{name}: "
 
 
 def config_lines(config: dict[str, Any], name: str | None = None) -> list[str]:

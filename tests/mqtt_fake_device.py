@@ -4,11 +4,13 @@ configuration and commands").
 
 - On connect it subscribes to `config/set` and `cmd`, and publishes a retained
   `{"state": "online"}` status; its last will (and `stop()`) is the retained offline status.
-- `config/set` is applied with the firmware's own Settings (tracker/settings.py: schema
-  checks, all or nothing, atomic save, check_together) to a firmware Config, and answered
-  once per request id on `config/reported` (retained).
-- `cmd` is answered on `cmd/ack`: ping, report-now, trip-start, trip-stop, reboot;
-  anything else gets `{"ok": false, "error": "unknown command"}`.
+- `config/set` is read with the firmware's own downlink parser and answer builder
+  (tracker/uplink/downlink.py), applied with its Settings (schema checks, all or nothing,
+  atomic save, check_together) to a firmware Config, and answered once per request id on
+  `config/reported` (retained).
+- `cmd` is read with the firmware's parser (unknown names get its error ack) and answered on
+  `cmd/ack`: ping, report-now, trip-start, trip-stop, reboot here; the other known commands
+  fail with "not in the fake".
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from host_tools.fwconfig import firmware_config
 
 firmware_config()  # puts firmware/ on sys.path
 from tracker.config import ConfigError, key  # noqa: E402
-from tracker.settings import Settings  # noqa: E402
+from tracker.settings import UNCHANGED, Settings  # noqa: E402
+from tracker.uplink import downlink  # noqa: E402
 
 WAIT_S = 10.0
 
@@ -59,9 +62,9 @@ class FakeDevice:
         client.on_subscribe = lambda *_: self._online()
         client.message_callback_add(self.topic("config/set"), self._on_config_set)
         client.message_callback_add(self.topic("cmd"), self._on_cmd)
+        self._client = client  # before connecting: the callbacks use it
         client.connect(*connect_url(self.url))
         client.loop_start()
-        self._client = client
         if not self._ready.wait(WAIT_S):
             raise AssertionError(f"fake device {self.device_id} not subscribed in {WAIT_S} s")
         self._birth.wait_for_publish(WAIT_S)  # the broker holds the online status
@@ -86,74 +89,54 @@ class FakeDevice:
         self._client.loop_stop()
         self._client = None
 
-    def _answer(self, leaf: str, body: dict, retain: bool) -> None:
-        self._client.publish(self.topic(leaf), json.dumps(body), qos=1, retain=retain)
-
     # --- config/set -------------------------------------------------------------------------
 
     def _on_config_set(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self.requests.append(json.loads(msg.payload))  # the tests send JSON objects only
         try:
-            body = json.loads(msg.payload)
-        except ValueError:
+            rid, changes, unset = downlink.parse_config_request(msg.payload)
+        except downlink.DownlinkError as e:
+            self._reply_config(e.rid, False, e.errors or {"*": e.reason})
             return
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        if rid in self.answered:  # an id is answered once (a retained re-delivery)
             return
-        self.requests.append(body)
-        if body["id"] in self.answered:  # an id is answered once (a retained re-delivery)
-            return
-        answer = self.apply(body)
-        self.answered[body["id"]] = answer
-        self._answer("config/reported", answer, retain=True)
-
-    def apply(self, body: dict) -> dict:
-        values = body.get("set") or {}
-        unset = body.get("unset") or []
-        errors: dict[str, str] = {}
-        changes: dict[str, Any] = {}
-        for name, value in values.items():
-            try:
-                changes[name] = key(name).parse(value)
-            except ConfigError as e:
-                errors[e.key] = e.reason
         for name in unset:
-            try:
-                changes[name] = key(name).default
-            except ConfigError as e:
-                errors[e.key] = e.reason
-        changed: dict[str, str] = {}
-        if not errors:
-            try:
-                for name, _value, how in self.settings.change(changes):
-                    if how != "unchanged":
-                        changed[name] = how
-            except ConfigError as e:  # check_together: nothing was stored
-                errors[e.key] = e.reason
-        return {
-            "id": body["id"],
-            "ok": not errors,
-            "errors": errors,
-            "changed": changed,
-            "config": self.config.to_dict(),
-            "pending_reboot": list(self.settings.pending_reboot),
-        }
+            changes[name] = key(name).default
+        try:
+            done = self.settings.change(changes)  # all or nothing, as on the device
+        except ConfigError as e:  # check_together: nothing was stored
+            self._reply_config(rid, False, {e.key: e.reason})
+            return
+        changed = {name: how for name, _value, how in done if how != UNCHANGED}
+        self._reply_config(rid, True, changed=changed)
+
+    def _reply_config(self, rid: str | None, ok: bool, errors=None, changed=None) -> None:
+        body = downlink.config_answer(rid, self.config, self.settings, ok, errors, changed)
+        if rid is not None:
+            self.answered[rid] = json.loads(body)
+        self._client.publish(self.topic("config/reported"), body, qos=1, retain=True)
 
     # --- cmd ----------------------------------------------------------------------------------
 
     def _on_cmd(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        body = json.loads(msg.payload)
-        self.commands.append(body)
-        name, args = body.get("cmd"), body.get("args") or {}
-        ack: dict[str, Any] = {"id": body.get("id"), "cmd": name, "ok": True}
+        self.commands.append(json.loads(msg.payload))
+        try:
+            rid, name, args = downlink.parse_command(msg.payload)
+        except downlink.DownlinkError as e:
+            self._ack(downlink.command_answer(e.rid, e.cmd, error=e.reason))
+            return
         if name == "ping":
-            ack["result"] = {"pong": True}
+            self._ack(downlink.command_answer(rid, name, {"pong": True}))
         elif name == "trip-start":
             self.trip = str(args.get("name", "trip"))
-            ack["result"] = {"trip": self.trip}
+            self._ack(downlink.command_answer(rid, name, {"trip": self.trip}))
         elif name == "trip-stop" and self.trip is None:
-            ack = {**ack, "ok": False, "error": "no trip running"}
+            self._ack(downlink.command_answer(rid, name, error="no trip running"))
         elif name in ("trip-stop", "report-now", "reboot"):
             self.trip = None if name == "trip-stop" else self.trip
-            ack["result"] = {}
+            self._ack(downlink.command_answer(rid, name, {}))
         else:
-            ack = {**ack, "ok": False, "error": "unknown command"}
-        self._answer("cmd/ack", ack, retain=False)
+            self._ack(downlink.command_answer(rid, name, error="not in the fake"))
+
+    def _ack(self, body: bytes) -> None:
+        self._client.publish(self.topic("cmd/ack"), body, qos=1, retain=False)

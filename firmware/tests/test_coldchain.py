@@ -123,3 +123,40 @@ def test_trip_start_stop_and_restore():
     assert not again.running and again.state() is None
     assert again.restore(None) and not again.running
     assert not again.restore({"started_at": "x", "stats": []}) and not again.running
+
+
+def test_stats_and_trips_read_their_parameters_from_the_config():
+    from tracker.config import Config
+
+    cfg = Config()
+    cfg.update({"alarm_temp_high_c": 10.0, "mkt_activation_kj": 100.0})
+    s = Stats(cfg)
+    assert (s.high, s.low, s.activation_kj, s.hysteresis) == (10.0, 2.0, 100.0, 0.5)
+    assert Stats({}).activation_kj == 83.144  # a bare dict: the schema's defaults
+    s.add(11.0, T0)
+    cfg.update({"alarm_temp_high_c": 12.0, "mkt_activation_kj": 50.0})
+    s.configure(cfg)
+    s.add(11.0, T0 + 60)  # no longer above
+    assert s.high == 12.0 and s.activation_kj == 100.0 and s.above_s == 60
+    trip = Trip(cfg)
+    trip.start(T0)
+    assert trip.stats.activation_kj == 50.0 and trip.as_dict()["started_at"] == T0
+    cfg.update({"mkt_activation_kj": 60.0})
+    trip.configure(cfg)
+    assert trip.stats.activation_kj == 50.0  # kept for the running trip...
+    trip.stop(T0 + 60)
+    trip.start(T0 + 60)
+    assert trip.stats.activation_kj == 60.0  # ...the next one takes the new value
+
+
+def test_closing_a_window_carries_the_running_reading_and_excursion_over():
+    s = Stats(8.0, 2.0)
+    s.add(9.0, T0)
+    s.add(9.5, T0 + 60)
+    d = s.close()
+    assert d["n"] == 2 and d["above_s"] == 60 and d["excursions"] == 1
+    s.add(9.0, T0 + 120)  # the 60 s since the last reading count in the new window
+    s.add(5.0, T0 + 180)
+    d = s.close()
+    assert d["n"] == 2 and d["above_s"] == 120 and d["excursions"] == 0  # the same excursion
+    assert d["from"] == T0 + 120 and d["min"] == 5.0

@@ -15,6 +15,8 @@
 #   too small to matter underflow harmlessly to 0 (colder readings do so anyway).
 from math import exp, log
 
+from tracker import config as _config
+
 R = 8.3144598  # J/(mol K)
 KELVIN = 273.15
 # exp(40) = 2.4e17: the sum of a million such terms is still far below the single-precision
@@ -28,13 +30,33 @@ class Stats:
     until it is measured again) and excursions (entries above high or below low; one ends
     when the temperature is back within the limit by `hysteresis`)."""
 
-    def __init__(self, high, low, activation_kj=83.144, hysteresis=0.0):
+    def __init__(self, high, low=None, activation_kj=83.144, hysteresis=0.0):
+        """Stats(high, low, activation_kj, hysteresis), or Stats(cfg) reading them from the
+        config keys alarm_temp_high_c, alarm_temp_low_c, mkt_activation_kj and
+        alarm_temp_hysteresis_c."""
+        high, low, activation_kj, hysteresis = _params(high, low, activation_kj, hysteresis)
         self.high = high
         self.low = low
         self.hysteresis = hysteresis
         self.activation_kj = activation_kj
         self._a = activation_kj * 1000.0 / R
         self.clear()
+
+    def configure(self, cfg):
+        """New limits and hysteresis for the readings that follow. The activation energy
+        stays the one this Stats began with (its sum cannot mix two), so a change of it
+        applies from the next window or trip."""
+        self.high, self.low, _, self.hysteresis = _params(cfg, None, None, None)
+
+    def close(self):
+        """as_dict() of this window, then empty for the next one. The last reading's side
+        and a running excursion carry over: the time until the next reading counts in the
+        next window, and an excursion that spans the boundary is not counted twice."""
+        d = self.as_dict()
+        last_at, side, exc = self.last_at, self._side, self._exc
+        self.clear()
+        self.last_at, self._side, self._exc = last_at, side, exc
+        return d
 
     def clear(self):
         self.n = 0
@@ -161,6 +183,20 @@ class Stats:
 _MAYBE_NONE = (5, 6, 7, 8, 9, 17, 19)
 
 
+def _params(high, low, activation_kj, hysteresis):
+    if low is not None:
+        return high, low, activation_kj, hysteresis
+    cfg = high  # a config mapping (tracker.config.Config or a dict)
+    out = []
+    for name in ("alarm_temp_high_c", "alarm_temp_low_c", "mkt_activation_kj",
+                 "alarm_temp_hysteresis_c"):  # fmt: skip
+        try:
+            out.append(cfg[name])
+        except (KeyError, ValueError):
+            out.append(_config.key(name).default)
+    return out
+
+
 def _kahan(total, comp, value):
     y = value - comp
     t = total + y
@@ -174,8 +210,9 @@ def _r2(v):
 class Trip:
     """The running trip: Stats over every reading from start() to stop()."""
 
-    def __init__(self, high, low, activation_kj=83.144, hysteresis=0.0):
-        self._params = (high, low, activation_kj, hysteresis)
+    def __init__(self, high, low=None, activation_kj=83.144, hysteresis=0.0):
+        """Trip(high, low, activation_kj, hysteresis) or Trip(cfg), as Stats."""
+        self._params = tuple(_params(high, low, activation_kj, hysteresis))
         self.stats = None
         self.started_at = None
 
@@ -192,6 +229,12 @@ class Trip:
         if self.stats is not None:
             self.stats.add(temp_c, now_s)
 
+    def configure(self, cfg):
+        """New limits for the rest of the trip and for the next one (see Stats.configure)."""
+        self._params = tuple(_params(cfg, None, None, None))  # for the next trip
+        if self.stats is not None:
+            self.stats.configure(cfg)
+
     def summary(self, now_s=None):
         """The running trip as a dict (None when no trip runs)."""
         if self.stats is None:
@@ -201,6 +244,8 @@ class Trip:
         if now_s is not None:
             d["duration_s"] = now_s - self.started_at
         return d
+
+    as_dict = summary
 
     def stop(self, now_s):
         """End the trip; its final summary with "stopped_at" (None when none was running)."""

@@ -54,6 +54,8 @@ def format_lines(topic: str, payload: bytes) -> list[str]:
             else f"{stamp} {device:<12} ALARM      not an alarm record: {rec!r:.60}"
             for rec in items
         ] or [f"{stamp} {device:<12} ALARM      empty batch"]
+    if kind in _DOWNLINK and isinstance(body, dict):
+        return [f"{stamp} {device:<12} {kind:<10} {_DOWNLINK[kind](body)}"]
     if kind == "status" and isinstance(body, dict):
         extra = ""
         if body.get("state") == "online":
@@ -111,6 +113,48 @@ def alarm_line(stamp: str, device: str, rec: dict) -> str:
         if rec.get("peak") is not None and rec.get("peak") != rec.get("value"):
             text += f", peak {value(rec['peak'])}"
     return f"{stamp} {device:<12} ALARM {state} {text}  #{rec.get('seq')}"
+
+
+def _config_set_text(body: dict) -> str:
+    """A request, secrets masked: a retained config/set holds them in clear."""
+    values = body.get("set") if isinstance(body.get("set"), dict) else {}
+    parts = [f"{k}={'***' if _secret(k) else json.dumps(v)}" for k, v in values.items()]
+    if body.get("unset"):
+        parts.append(f"unset {json.dumps(body['unset'])}")
+    return f"{body.get('id')}: {', '.join(parts) or 'nothing'}"
+
+
+def _secret(name: str) -> bool:
+    from host_tools.fwconfig import firmware_config
+
+    config = firmware_config()
+    try:
+        return bool(config.key(name).secret)
+    except config.ConfigError:  # a key of another firmware version: mask what looks secret
+        return "password" in name or "secret" in name
+
+
+def _config_reported_text(body: dict) -> str:
+    if body.get("ok") is True:
+        changed = body.get("changed") if isinstance(body.get("changed"), dict) else {}
+        return f"{body.get('id')}: applied, changed {', '.join(changed) or 'nothing'}"
+    errors = body.get("errors") if isinstance(body.get("errors"), dict) else {}
+    reasons = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    return f"{body.get('id')}: REFUSED {reasons}"
+
+
+def _cmd_ack_text(body: dict) -> str:
+    if body.get("ok") is True:
+        return f"{body.get('id')}: {body.get('cmd')} ok {json.dumps(body.get('result'))[:80]}"
+    return f"{body.get('id')}: {body.get('cmd')} FAILED: {body.get('error')}"
+
+
+_DOWNLINK = {
+    "config/set": _config_set_text,
+    "config/reported": _config_reported_text,
+    "cmd": lambda b: f"{b.get('id')}: {b.get('cmd')} {json.dumps(b.get('args', {}))[:80]}",
+    "cmd/ack": _cmd_ack_text,
+}
 
 
 def _clock(ts: object) -> str:

@@ -396,6 +396,27 @@ def test_monitor_shows_alarms_distinctly() -> None:
     assert "not an alarm record" in junk
 
 
+def test_monitor_shows_requests_and_answers_with_secrets_masked() -> None:
+    def line(leaf: str, body: dict) -> str:
+        [text] = format_lines(f"albatross/dev-a/{leaf}", json.dumps(body).encode())
+        return text.split("dev-a", 1)[1].strip()
+
+    request = {"id": "cfg-1", "set": {"mqtt_password": "hunter2", "interval_s": 30.0}}
+    assert line("config/set", request) == "config/set cfg-1: mqtt_password=***, interval_s=30.0"
+    assert line("config/reported", {"id": "cfg-1", "ok": True, "changed": {"apn": "x"}}) == (
+        "config/reported cfg-1: applied, changed apn"
+    )
+    refused = {"id": "cfg-2", "ok": False, "errors": {"interval_s": "must be a number"}}
+    assert "cfg-2: REFUSED interval_s: must be a number" in line("config/reported", refused)
+    assert line("cmd", {"id": "c1", "cmd": "ping", "args": {}}) == "cmd        c1: ping {}"
+    assert line("cmd/ack", {"id": "c1", "cmd": "ping", "ok": True, "result": {"pong": 1}}) == (
+        'cmd/ack    c1: ping ok {"pong": 1}'
+    )
+    assert "c2: None FAILED: unknown" in line(
+        "cmd/ack", {"id": "c2", "cmd": None, "ok": False, "error": "unknown"}
+    )
+
+
 def test_check_dedupes_and_finds_gaps_per_lane() -> None:
     tally = DeliveryCheck(first_seq=0)
     tally.feed("albatross/dev-a/telemetry", readings(range(0, 5)))

@@ -355,7 +355,7 @@ def describe_status(status: dict | None, url: str) -> str:
     seen = last_seen(status)
     when = f" (last seen {seen})" if seen else " (its status does not say since when)"
     if state == "online":
-        return "is online"
+        return "is online"  # yet silent: busy, or over its request rate (docs/remote.md)
     if state == "offline":
         return "is offline" + when
     return f"has an unexpected status {json.dumps(status)[:60]}"

@@ -299,27 +299,7 @@ def _config_over_broker(args: argparse.Namespace) -> int:
     if not args.device:
         raise ValueError("--broker needs --device ID (the tracker's device id)")
     if args.op != "set":
-        if args.unset or args.timeout is not None:
-            raise ValueError("--unset and --timeout go with `config set`")
-        if len(args.words) > (1 if args.op == "get" else 0):
-            raise ValueError(
-                f"usage: albatross config {args.op} --broker URL --device ID"
-                + (" KEY" if args.op == "get" else "")
-            )
-        if args.op == "get" and not args.words:
-            raise ValueError("usage: albatross config get --broker URL --device ID KEY")
-        name = args.words[0] if args.words else None
-        if name is not None:
-            remote.config_request({}, [name])  # an unknown key fails here, as over --port
-        reported = remote.get_config(args.broker, args.device)
-        if name is not None and name not in reported.config:
-            raise ValueError(f"{args.device} did not report {name} (older firmware?)")
-        if args.json:
-            config = reported.config if name is None else {name: reported.config[name]}
-            print(json.dumps(config, sort_keys=True))
-        else:
-            print("\n".join(remote_text.config_lines(reported.config, name)))
-        return 0
+        return _reported_config(args)
 
     values = _broker_assignments(args.words)
     timeout = remote.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
@@ -346,6 +326,30 @@ def _config_over_broker(args: argparse.Namespace) -> int:
     if not result.ok:
         print(f"albatross: {remote_text.refusal(result)}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _reported_config(args: argparse.Namespace) -> int:
+    """`config show|get [KEY] --broker`: the config the device last reported (retained)."""
+    from host_tools import remote, remote_text
+
+    if args.unset or args.timeout is not None:
+        raise ValueError("--unset and --timeout go with `config set`")
+    wanted = 1 if args.op == "get" else 0
+    if len(args.words) != wanted:
+        key = " KEY" if wanted else ""
+        raise ValueError(f"usage: albatross config {args.op} --broker URL --device ID{key}")
+    name = args.words[0] if wanted else None
+    if name is not None:
+        remote.check_key(name)  # an unknown key fails before the broker, as over --port
+    reported = remote.get_config(args.broker, args.device)
+    if name is not None and name not in reported.config:
+        raise ValueError(f"{args.device} did not report {name} (older firmware?)")
+    if args.json:
+        config = reported.config if name is None else {name: reported.config[name]}
+        print(json.dumps(config, sort_keys=True))
+    else:
+        print("\n".join(remote_text.config_lines(reported.config, name)))
     return 0
 
 

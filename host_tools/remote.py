@@ -175,6 +175,15 @@ def new_request_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
+def check_key(name: str) -> str:
+    """A key the firmware's schema has; RemoteError with the device's "did you mean"."""
+    try:
+        schema_values.check_key(name)
+    except CliError as e:
+        raise RemoteError(str(e), key=e.key) from None
+    return name
+
+
 def config_request(
     values: Mapping[str, object], unset: Iterable[str] = (), request_id: str | None = None
 ) -> dict[str, Any]:

@@ -162,6 +162,22 @@ def test_a_value_the_device_refuses_exits_2_naming_the_key_and_changes_nothing(
     assert json.loads(as_json.stdout)["errors"].keys() == {"mqtt_password"}
 
 
+def test_a_secret_without_a_value_is_asked_for_and_never_shown(broker, device) -> None:
+    device.settings.change({"mqtt_user": "fleet"})
+    out = subprocess.run(
+        [ALBATROSS, "config", "set", "--broker", broker.url, "--device", device.device_id,
+         "mqtt_password"],
+        input="s3cret-value\n", capture_output=True, text=True, timeout=WAIT_S,
+        start_new_session=True,  # no controlling tty: getpass reads stdin
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        'ok: mqtt_password = "***" (takes effect at the next connection to the broker)'
+    ]
+    assert "s3cret" not in out.stdout + out.stderr
+    assert device.config.to_dict(secrets=True)["mqtt_password"] == "s3cret-value"
+
+
 @pytest.mark.parametrize(
     ("words", "said"),
     [

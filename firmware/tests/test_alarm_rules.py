@@ -429,3 +429,12 @@ def test_rules_read_a_config_object():
     cfg.update({"alarm_temp": "high", "alarm_temp_delay_s": 0, "alarm_sensor": True})
     a = AlarmRules(cfg)
     assert sorted(r.rid for r in a.rules) == ["sensor", "temp_high"]
+
+
+def test_a_clock_that_goes_back_restarts_the_delay_instead_of_raising_early():
+    a = temp_rules()
+    feed(a, [(1000, reading(9.0))])  # pending since T0+1000 by a wrong clock
+    assert feed(a, [(100, reading(9.0))]) == [] and a.changed  # the clock is set back
+    assert a.active()["temp_high"]["since"] == T0 + 100
+    assert feed(a, [(600, reading(9.0))]) == []  # 500 s since the corrected start
+    assert feed(a, [(700, reading(9.0))])[0][1][0]["duration_s"] == 600

@@ -71,6 +71,15 @@ class Rule:
     def step(self, v, now):
         """Advance with value `v` (None: the condition is false for a sensor-failure rule,
         no news for the others). Returns (event or None, whether the state changed)."""
+        moved = self.since is not None and now < self.since
+        if moved:
+            # The clock went back (a board that booted without the time, then learnt it):
+            # count the delay from now rather than raise on a duration that never was.
+            self.since = now
+        event, changed = self._step(v, now)
+        return event, changed or moved
+
+    def _step(self, v, now):
         if v is None:
             if self.limit is not None or self.state == NORMAL:
                 return None, False  # no reading: nothing is known, nothing changes
@@ -155,8 +164,16 @@ class FenceRule(Rule):
     def measure(self, reading, position):
         if position is None:
             return None  # inert without a fix
-        out = geofence.outside_m(self._geom, position[0], position[1])
+        last = _last_distance  # the enter and exit rules of a fence follow each other
+        if last[0] is self._geom and last[1] == position:
+            out = last[2]
+        else:
+            out = geofence.outside_m(self._geom, position[0], position[1])
+            last[0], last[1], last[2] = self._geom, position, out
         return round(out if self.alarm == "geofence_exit" else -out)
+
+
+_last_distance = [None, None, 0.0]  # fence, position, signed metres
 
 
 def _get(cfg, name):

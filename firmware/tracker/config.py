@@ -345,6 +345,9 @@ SCHEMA = (
         "alarm", min=0, max=10000, applies="now"),
     Key("mkt_activation_kj", float, 83.144, "Activation energy for the mean kinetic "
         "temperature (kJ/mol)", min=10.0, max=500.0, applies="now"),
+    Key("stats_window_s", int, 3600, "Seconds in a cold-chain statistics window: the reading "
+        "that closes one carries its min, max, mean, MKT and time out of range",
+        min=60, max=86400, applies="now"),
 )  # fmt: skip
 
 _BY_NAME = {}

@@ -321,7 +321,7 @@ def _config_over_broker(args: argparse.Namespace) -> int:
         return _no_answer(e, args)
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
-    else:
+    elif result.ok:
         print("\n".join(remote_text.config_result_lines(result)))
     if not result.ok:
         print(f"albatross: {remote_text.refusal(result)}", file=sys.stderr)

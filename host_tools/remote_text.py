@@ -32,9 +32,9 @@ def _effect(name: str, how: Any) -> str:
 
 def config_result_lines(result: ConfigResult) -> list[str]:
     """One `ok:` line per key of the request (changed or unchanged), then what waits for a
-    reboot. For an answer that refused the request: one line per refused key."""
+    reboot. None for a refusal: `refusal()` says it on stderr, in one line."""
     if not result.ok:
-        return [f"refused: {_culprit(k)}{why}" for k, why in sorted(result.errors.items())]
+        return []
     lines = []
     for name in [*result.requested, *result.unset]:
         value = result.config.get(name, result.requested.get(name))

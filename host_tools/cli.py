@@ -319,6 +319,9 @@ def _config_over_broker(args: argparse.Namespace) -> int:
         )
     except remote.NoAnswer as e:
         return _no_answer(e, args)
+    except KeyboardInterrupt:  # Ctrl-C while waiting: the retained request stays anyway
+        print("albatross: interrupted; a request already sent stays retained", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     elif result.ok:
@@ -418,6 +421,9 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         )
     except remote.NoAnswer as e:
         return _no_answer(e, args)
+    except KeyboardInterrupt:
+        print("albatross: interrupted before the ack came", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(ack.to_json(), sort_keys=True))
     elif ack.ok:

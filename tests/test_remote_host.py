@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -350,6 +351,24 @@ def test_the_cli_knows_the_firmware_commands_and_what_the_device_reads() -> None
     assert set(remote.COMMANDS) == set(remote.firmware_downlink().COMMANDS)
     with pytest.raises(remote.RemoteError, match="the device reads at most 2048"):
         remote.command_request("ping", {"pad": "x" * 2048})
+
+
+def test_ctrl_c_while_waiting_ends_in_one_line(broker, device_id) -> None:
+    proc = subprocess.Popen(
+        [ALBATROSS, "cmd", "--broker", broker.url, "--device", device_id, "ping"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "waiting up to 30 s" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert err == "albatross: interrupted before the ack came\n" and out == ""
 
 
 def test_a_command_to_a_device_never_seen_says_so(broker, device_id) -> None:

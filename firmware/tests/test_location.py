@@ -261,3 +261,14 @@ def test_status_reports_state_and_counters():
     assert (s["source"], s["state"], s["reason"], s["fixes"], s["sessions"]) == (
         "fake", "tracking", None, 2, 1)  # fmt: skip
     assert s["ttff_s"] == 1.0 and s["fix_age_s"] == 1 and s["receiver"] == {"queries": 0}
+
+
+def test_locate_searches_a_parked_asset_at_once_and_asks_for_a_reading():
+    loc, r, clock = rig()
+    r.position = (45000000, 7000000)
+    seconds(loc, clock, 62)
+    assert loc.state == "parked" and not r.on
+    loc.reported(loc.last)
+    loc.locate()
+    seconds(loc, clock, 2)  # on at once (not parked_check_s later), then the fix
+    assert loc.triggered == "locate" and loc.counters["sessions"] == 2

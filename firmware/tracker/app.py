@@ -22,6 +22,7 @@ from tracker.store.layout import remove_quietly
 from tracker.store.queue import Store
 from tracker.timing import Every, Uptime
 from tracker.uplink.delivery import OPEN_TIMEOUT_MS, Uplink
+from tracker.uplink.downlink import Downlink
 from tracker.uplink.tcp import TcpLink
 from tracker.watchdog import (
     CRASH_PATH,
@@ -35,6 +36,10 @@ from tracker.watchdog import (
 _TAG = "app"
 CONFIG_PATH = "config.json"
 STORE_ROOT = "data"
+ALARM_ROOT = "alarms"  # the priority lane: its own store, sequence numbers and cursor
+ALARM_CAPACITY = 1000  # unsent alarm events kept (each excursion makes two)
+DOWNLINK_PATH = "downlink.json"  # the last remote config request answered
+ALARM_STATE_PATH = "alarms.json"  # rule, window and trip state (tracker/alarms/keeper.py)
 HEAP_CHECK_MS = 5000
 # How long each watched task may go without progress before the WDT is starved: the sampler
 # twice its interval plus the sensors' slowest retries; the uplink its longest bounded wait
@@ -81,9 +86,20 @@ class Tracker:
         )
         # Every reading goes to flash before any send is tried; only a PUBACK releases it.
         self.store = Store(STORE_ROOT, capacity_records=cfg["store_capacity"])
+        self.alarm_store = Store(ALARM_ROOT, capacity_records=ALARM_CAPACITY)
+        self.alarms = make_alarms(cfg, self.alarm_store, self.device_id)
         self.link = make_link(board, cfg)
         self.location = make_location(board, cfg, self.link, clock)
-        self.uplink = Uplink(self.link, cfg, self.device_id, self.store, self.status)
+        self.downlink = Downlink(self.settings, self.run_command, DOWNLINK_PATH, clock)
+        self.uplink = Uplink(
+            self.link,
+            cfg,
+            self.device_id,
+            self.store,
+            self.status,
+            alarms=self.alarm_store,
+            downlink=self.downlink,
+        )
         modem = getattr(self.link, "modem", None)
         self.at = modem.at if modem is not None else None  # the AT engine make_link started
         self.uptime = Uptime(clock)
@@ -93,6 +109,7 @@ class Tracker:
         self._failed = asyncio.Event()
         self._failure = None
         self._retimed = False  # interval_s changed: the sampler starts a new beat
+        self._report_now = False  # a remote report-now: one reading at once
         self.last_sample = None  # the last stored reading's values, and its ticks_ms()
         self.last_sample_at = None
         self.modem_cache = {}  # signal and operator as last read for the CLI
@@ -113,6 +130,7 @@ class Tracker:
             "crashes": self.guard.record.streak,
             "last_crash": self.last_crash(),
             "gnss": self.location.status() if self.location else None,
+            "alarms": self.alarms.status(unix_time()) if self.alarms else None,
         }
 
     def memory_errors(self):
@@ -148,7 +166,17 @@ class Tracker:
         sample = await self.sensors.sample()
         loc = self.location
         position = loc.snapshot() if loc else None
-        rec = make_record(self.device_id, self.store.next_seq, unix_time(), sample, position)
+        now_s = unix_time()
+        window = None
+        if self.alarms is not None:
+            fix = position[0] if position else None
+            # Alarm events reach the priority lane before the reading is stored.
+            window, _ = self.alarms.reading(
+                sample, now_s, (fix.lat, fix.lon) if fix is not None else None
+            )
+        rec = make_record(self.device_id, self.store.next_seq, now_s, sample, position)
+        if window is not None:
+            rec["window"] = window
         self.store.append(encode(rec))
         self.sampling.beat()  # stored: progress, as the watchdog's feeder sees it
         if loc:
@@ -185,6 +213,9 @@ class Tracker:
             if self._retimed:
                 self._retimed = False
                 return _RETIMED
+            if self._report_now:
+                self._report_now = False
+                return _MOVED
             now = self._clock()
             if (
                 loc is not None
@@ -206,12 +237,28 @@ class Tracker:
                 precision=changed.get("sht4x_precision"),
                 temperature_offset_c=changed.get("temperature_offset_c"),
             )
+        if self.alarms is not None:
+            for name in changed:
+                if name.startswith("alarm_") or name in ("geofences", "mkt_activation_kj"):
+                    self.alarms.configure(unix_time())
+                    break
         if "interval_s" in changed:
             feeder = self.guard.feeder
             if feeder is not None:
                 feeder.set_limit("sampling", 2 * self._interval_ms() + SAMPLE_SLACK_MS)
             self._retimed = True
         # batch_size and status_interval_s are read where they are used.
+
+    def report_now(self):
+        """A reading now (remote report-now), and a fresh status."""
+        self._report_now = True
+        self.uplink.status_changed()
+
+    async def run_command(self, name, args):
+        """A command from the cmd topic (tracker/remote_commands.py, loaded at the first)."""
+        from tracker import remote_commands
+
+        return await remote_commands.run(self, name, args)
 
     async def fresh_sample(self):
         """A reading for the technician (not stored: the sampling loop stores its own)."""
@@ -239,7 +286,17 @@ class Tracker:
         crash record, then reset."""
         keep = self.cfg["device_id"]
         self.store.erase()
-        for path in (self._config_path, self._config_path + ".tmp", CRASH_PATH):
+        self.alarm_store.erase()
+        # The last remote request id goes too: the fleet's retained desired config is then
+        # applied again, as to a new device.
+        for path in (
+            self._config_path,
+            self._config_path + ".tmp",
+            CRASH_PATH,
+            DOWNLINK_PATH,
+            ALARM_STATE_PATH,
+            ALARM_STATE_PATH + ".tmp",
+        ):
             remove_quietly(path)
         if keep:
             cfg = Config()
@@ -315,6 +372,13 @@ class Tracker:
             asyncio.create_task(self.console.run())
         await self._failed.wait()
         raise self._failure
+
+
+def make_alarms(cfg, store, device_id):
+    """The alarm rules and cold-chain statistics with their state on flash."""
+    from tracker.alarms.keeper import AlarmKeeper
+
+    return AlarmKeeper(cfg, store, device_id, ALARM_STATE_PATH)
 
 
 def make_location(board, cfg, link, clock=ticks_ms):

@@ -34,6 +34,7 @@ class Location:
         self._session_at = 0  # when the current search began
         self._checking = False  # a search out of parked: decides parked vs moving
         self._fresh = False  # no fix yet since GNSS went on
+        self._locate_report = False  # locate(): the next fix asks for a reading
         self._anchor = None  # where the asset last moved (stationary detection)
         self._moved_at = 0
         self._reported = None  # the fix of the last reading
@@ -65,8 +66,10 @@ class Location:
         self.triggered = None
 
     def locate(self):
-        """A fresh fix wanted now (technician or remote command): search at once."""
+        """A fresh fix wanted now (technician or remote command): search at once, and the
+        next fix asks for a reading of its own."""
         self._locate = True
+        self._locate_report = True
 
     def on_seconds(self):
         ms = self.counters["on_ms"]
@@ -159,6 +162,9 @@ class Location:
         self._fresh = False
         self.counters["fixes"] += 1
         self.last = fix
+        if self._locate_report:
+            self._locate_report = False
+            self._trigger("locate")
         if first:  # the first fix since GNSS went on (the modem's: since it took the command)
             since = getattr(self.receiver, "started_at", None)
             if since is None or ticks_diff(since, self._session_at) < 0:

@@ -279,6 +279,9 @@ class Tracker:
 
     def reboot(self):
         self.store.close()  # the acknowledged cursor, so nothing is sent twice
+        self.alarm_store.close()
+        if self.alarms is not None:
+            self.alarms.flush()
         self.board.reset()
 
     def factory_reset(self):

@@ -51,12 +51,16 @@ def tracker(root, clock, **values):
     cfg.set("device_id", "t1")
     for name in values:
         cfg.set(name, values[name])
-    saved = app.STORE_ROOT
-    app.STORE_ROOT = root + "/data"
+    # Every file the Tracker keeps, in the test's directory (its flash).
+    names = ("STORE_ROOT", "ALARM_ROOT", "ALARM_STATE_PATH", "DOWNLINK_PATH")
+    saved = [getattr(app, n) for n in names]
+    for n in names:
+        setattr(app, n, root + "/" + getattr(app, n))
     try:
         return app.Tracker(FakeBoard(), cfg, clock)
     finally:
-        app.STORE_ROOT = saved
+        for i in range(len(names)):
+            setattr(app, names[i], saved[i])
 
 
 def test_tick_arithmetic_across_the_wrap():

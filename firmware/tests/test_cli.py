@@ -312,3 +312,27 @@ def test_a_config_the_flash_refuses_is_one_error_and_changes_nothing():
             assert r.cfg["batch_size"] == 7
 
     run(go())
+
+
+def test_a_trip_is_started_shown_and_stopped_from_the_console():
+    async def go():
+        with Rig() as r:
+            assert await r.command("trip") == ["no trip running (trip start begins one)"]
+            out = await r.command("trip start")
+            assert out[0].startswith("trip started: ") and "n=0" in out[0], out
+            assert await r.command("trip start") == [
+                "error: a trip is already running (since %s)" % r.tracker.alarms.trip.started_at
+            ]
+            await r.tracker._reading()  # one stored reading (21.0 C on the fake sensor)
+            shown = json.loads((await r.command("trip --json"))[0])
+            assert shown["n"] == 1 and shown["min"] == shown["max"], shown
+            stopped = await r.command("trip stop")
+            assert stopped[0].startswith("trip stopped: ") and "n=1" in stopped[0], stopped
+            assert await r.command("trip stop") == ["error: no trip is running"]
+            assert await r.command("trip pause") == [
+                "error: trip: pause? (start, stop or nothing)"
+            ]
+            alarms = await r.command("alarms")
+            assert alarms[0] == "no alarm pending or raised" and "lane: 0 unsent" in alarms[1]
+
+    run(go())

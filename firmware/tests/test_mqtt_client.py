@@ -364,3 +364,8 @@ def test_the_status_in_parts_is_the_json_of_the_whole():
 
     for obj in ({}, {"a": 1}, {"state": "online", "store": {"pending": 3}, "x": [1, None, "é"]}):
         assert json.loads(b"".join(json_parts(obj))) == obj
+    # A status-sized body: no piece much bigger than one value, and few pieces.
+    big = {"s%d" % i: {"k%d" % j: j * 1.5 for j in range(12)} for i in range(12)}
+    parts = json_parts(big)
+    assert json.loads(b"".join(parts)) == big
+    assert max(len(p) for p in parts) <= 192 and len(parts) <= 40, [len(p) for p in parts]

@@ -18,6 +18,8 @@ HELP = (
     ("modem", "[at CMD [--timeout MS]]", "identity, network and counters; or one AT command"),
     ("log", "[N]", "the last N log lines (default 20)"),
     ("selftest", "", "check sensor, modem, SIM, network, flash and clock"),
+    ("trip", "[start|stop] [--json]", "the cold-chain trip: its statistics, start or stop one"),
+    ("alarms", "[--json]", "alarms pending or raised now, and the alarm lane"),
     ("reboot", "", "reset the board"),
     ("factory-reset", "[--yes]", "erase config, unsent readings and crash record; reboot"),
 )
@@ -75,6 +77,8 @@ class Shell:
             "modem": self.modem,
             "log": self.log,
             "selftest": self.selftest,
+            "trip": self.trip,
+            "alarms": self.alarms,
             "reboot": self.reboot,
             "factory-reset": self.factory_reset,
         }
@@ -362,6 +366,60 @@ class Shell:
             out("%d.%03d %s %s: %s" % (t // 1000, t % 1000, letter, tag, msg))
         if not entries:
             out("(no log lines yet)")
+
+    # ---- cold chain and alarms -----------------------------------------------------------
+
+    async def trip(self, args, out):
+        as_json = _flag(args, "--json")
+        what = args.pop(0) if args else "show"
+        _no_more(args, "trip [start|stop] [--json]")
+        keeper = self.device.alarms
+        if keeper is None:
+            raise Usage("this tracker keeps no cold-chain statistics")
+        from tracker.aio import unix_time
+
+        now = unix_time()
+        try:
+            if what == "start":
+                d = keeper.start_trip(now)
+            elif what == "stop":
+                d = keeper.stop_trip(now)
+            elif what == "show":
+                d = keeper.trip.summary(now)
+            else:
+                raise Usage("trip: %s? (start, stop or nothing)" % words.quote(what))
+        except ValueError as e:
+            raise Usage(str(e))
+        if as_json:
+            out(json.dumps(d))
+        elif d is None:
+            out("no trip running (trip start begins one)")
+        else:
+            head = (
+                "trip stopped" if what == "stop" else "trip started" if what == "start" else "trip"
+            )
+            out("%s: %s" % (head, _pairs(d)))
+
+    async def alarms(self, args, out):
+        as_json = _flag(args, "--json")
+        _no_more(args, "alarms [--json]")
+        keeper = self.device.alarms
+        if keeper is None:
+            raise Usage("this tracker has no alarm rules")
+        from tracker.aio import unix_time
+
+        st = keeper.status(unix_time())
+        if as_json:
+            out(json.dumps(st))
+            return
+        active = st["active"]
+        for name in sorted(active):
+            out("%-20s %s" % (name, _pairs(active[name])))
+        if not active:
+            out("no alarm pending or raised")
+        lane = st["lane"]
+        out("alarm lane: %d unsent, next seq %d; %d events since boot"
+            % (lane["pending"], lane["next_seq"], st["events"]))  # fmt: skip
 
     # ---- selftest, reboot, factory reset ---------------------------------------------
 

@@ -204,14 +204,34 @@ class Uplink:
         await client.publish(self.topic_status, json_parts(body), qos=1, retain=True)
 
 
+_PART = 192  # bytes: the pieces json_parts() joins small values into
+
+
 def json_parts(obj):
-    """The JSON of the dict `obj` as a list of bytes, one per key: the status message is
-    1-2 KB, and json.dumps() of it whole needs that (and a copy while it grows) in one
-    block."""
-    parts = []
+    """The JSON of the dict `obj` as a list of pieces of about _PART bytes (nested dicts
+    walked key by key): the status message is 2-3 KB, and json.dumps() of it whole, or of
+    one of its sections, needs that in one block (and a copy while it grows) on a heap a
+    long run has fragmented; a piece per value would make the list itself a big block."""
+    parts = [b""]
+    _dict_parts(obj, parts)
+    return parts
+
+
+def _add(parts, piece):
+    if len(parts[-1]) + len(piece) <= _PART:
+        parts[-1] += piece
+    else:
+        parts.append(piece)
+
+
+def _dict_parts(obj, parts):
     sep = b"{"
     for k in obj:
-        parts.append(sep + json.dumps(k).encode() + b": " + json.dumps(obj[k]).encode())
+        v = obj[k]
+        _add(parts, sep + json.dumps(k).encode() + b": ")
+        if isinstance(v, dict) and v:
+            _dict_parts(v, parts)
+        else:
+            _add(parts, json.dumps(v).encode())
         sep = b", "
-    parts.append(b"}" if parts else b"{}")
-    return parts
+    _add(parts, b"}" if sep == b", " else b"{}")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from host_tools import (
+    benchmark_alarms,
     benchmark_console,
     benchmark_gnss,
     benchmark_modem,
@@ -124,6 +125,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         store = benchmark_store.run(broker, work, quick=quick)
         console = benchmark_console.run(broker, work, quick=quick)
         gnss = benchmark_gnss.run(broker, work, quick=quick)
+        alarms = benchmark_alarms.run(broker, work, quick=quick)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "broker": broker.kind,
@@ -141,6 +143,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
         "store": store,
         "console": console,
         "gnss": gnss,
+        "alarms": alarms,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
@@ -149,6 +152,7 @@ def run(out: Path = RESULTS, *, quick: bool = False) -> dict:
     print(benchmark_store.summary(store))
     print(benchmark_console.summary(console))
     print(benchmark_gnss.summary(gnss))
+    print(benchmark_alarms.summary(alarms))
     print(f"bench: written to {out}")
     return results
 

@@ -81,8 +81,10 @@ def _telemetry_line(stamp: str, device: str, rec: dict, where: str) -> str:
 _ALARM_UNITS = {
     "temp_high": (" °C", ".1f"),
     "temp_low": (" °C", ".1f"),
-    "rh_high": (" %", ".1f"),
-    "rh_low": (" %", ".1f"),
+    "humidity_high": (" %RH", ".1f"),
+    "humidity_low": (" %RH", ".1f"),
+    "geofence_enter": (" m", ".0f"),
+    "geofence_exit": (" m", ".0f"),
     "battery_low": (" V", ".2f"),
 }
 

@@ -35,9 +35,10 @@ MAX_QUEUED = 4  # messages received, not yet handled
 MAX_QUEUED_BYTES = 4096  # and their payloads together (one may always wait, up to 2 KB)
 # Token bucket for what the operator may send (retained requests, once per connect, are
 # exempt): a burst of BURST, then one per REFILL_MS. More is dropped unanswered and counted,
-# so a flood costs neither heap nor airtime.
-BURST = 6
-REFILL_MS = 10000
+# so a flood costs neither heap nor airtime. 16 then one per 2 s: an operator's session of
+# changes and pings goes through; a script gone wild does not.
+BURST = 16
+REFILL_MS = 2000
 COMMAND_TIMEOUT_MS = 600000  # the longest command (a GNSS fix) has its own, shorter deadline
 COMMANDS = ("reboot", "report-now", "locate", "selftest", "trip-start", "trip-stop", "ping")
 _REQUEST = "*"  # the errors key of a problem with the request as a whole

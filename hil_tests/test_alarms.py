@@ -255,8 +255,7 @@ def _hostile(vboard, mqtt, broker, dev, cs, cmd) -> None:
         (cmd, b"\x00" * 64),
     ]
     more += [  # a flood of valid requests
-        (cs, json.dumps({"id": f"f{n}", "set": {"log_level": "info"}}).encode())
-        for n in range(30)
+        (cs, json.dumps({"id": f"f{n}", "set": {"log_level": "info"}}).encode()) for n in range(30)
     ]
     mark = mqtt.mark()
     for topic, payload in answered + more:

@@ -70,10 +70,10 @@ $(RUNTIME): $(RUNTIME_SRC) | $(STAMP)
 demo: setup
 	$(BIN)/albatross demo $(if $(DEMO_S),--seconds $(DEMO_S))
 
-# Three workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
-# overlap well even on two cores; the whole suite then takes about 8 minutes instead of 18.
+# Four workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
+# overlap well even on two cores; the whole suite then takes about 10 minutes instead of 25.
 test: setup
-	$(BIN)/python -m pytest -n 3
+	$(BIN)/python -m pytest -n 4
 
 test-quick: setup
 	$(BIN)/python -m pytest -n 3 -m "not slow and not hil"

@@ -325,7 +325,9 @@ class _Exchange:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._cond.wait(left)
+                # In slices: a Ctrl-C the kernel hands to paho's thread interrupts no wait of
+                # the main thread, which must come back often to raise KeyboardInterrupt.
+                self._cond.wait(min(left, 0.2))
 
     def status(self) -> dict | None:
         """The device's newest status (retained or live); None if it never sent one."""

@@ -116,6 +116,8 @@ class Tracker:
         self.console = None
 
     def status(self):
+        store = self.store.info()
+        store.update(self.store.counters)  # in place: dict(a, **b) builds a third map
         return {
             "fw": VERSION,
             "board": self.board.name,
@@ -123,7 +125,7 @@ class Tracker:
             "uptime_s": self.uptime.seconds(),
             "config_error": self.cfg.load_error,
             "sensors": self.sensors.counters(),
-            "store": dict(self.store.info(), **self.store.counters),
+            "store": store,
             "heap": self.heap,
             "log": {"warnings": log.counts[log.WARNING], "errors": log.counts[log.ERROR]},
             "memory_errors": self.memory_errors(),

@@ -359,6 +359,10 @@ def test_ctrl_c_while_waiting_ends_in_one_line(broker, device_id) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from an interactive shell: a test run started in the background (CI, `make test &`)
+        # has SIGINT ignored, which children inherit, and Python then installs no
+        # KeyboardInterrupt handler at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert "waiting up to 30 s" in proc.stderr.readline()

@@ -14,11 +14,11 @@
 # AT reader on a quiet UART). Watch is that pair for a task that has no other.
 import gc
 import json
-import os
 import sys
 
 from tracker import log
 from tracker.aio import sleep_ms, ticks_diff, ticks_ms
+from tracker.store.layout import write_atomic
 
 _TAG = "watchdog"
 CRASH_PATH = "crash.json"
@@ -64,10 +64,7 @@ class CrashRecord:
     def save(self):
         d = {"count": self.count, "error": self.error, "message": self.message}
         d["uptime_s"], d["pending"] = self.uptime_s, self.pending
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(d, f)
-        os.rename(tmp, self.path)
+        write_atomic(self.path, json.dumps(d))
 
     def failed(self, error, message, uptime_s):
         self.count += 1

@@ -13,6 +13,7 @@ import os
 from tracker import log
 from tracker.alarms.coldchain import Stats, Trip
 from tracker.alarms.rules import AlarmRules
+from tracker.store.layout import write_atomic
 
 _TAG = "alarm"
 STATE_PATH = "alarms.json"
@@ -89,10 +90,7 @@ class AlarmKeeper:
             "trip": self.trip.state(),
             "outbox": outbox,
         }
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(state))
-        os.rename(tmp, self.path)
+        write_atomic(self.path, json.dumps(state))
         self._since_save = 0
 
     def reading(self, reading, now_s, position=None):

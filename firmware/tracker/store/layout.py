@@ -108,6 +108,20 @@ def seg_first(name):
         return None
 
 
+def write_atomic(path, data):
+    """Replace `path` with `data` (str or bytes) all or nothing: a temp file, then a rename
+    over it, atomic on littlefs and POSIX; a VFS that will not rename over a file (FAT) gets
+    remove-then-rename. OSError when the filesystem refuses."""
+    tmp = path + ".tmp"
+    with open(tmp, "w" if isinstance(data, str) else "wb") as f:
+        f.write(data)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.remove(path)
+        os.rename(tmp, path)
+
+
 def remove_quietly(path):
     try:
         os.remove(path)
@@ -186,10 +200,7 @@ def load_state(prefix, buf):
 def save_state(prefix, buf, acked, reserved):
     """Replace prefix + STATE atomically: write a temp file, then rename it over."""
     encode_state(buf, acked, reserved)
-    path = prefix + STATE
-    with open(path + ".tmp", "wb") as f:
-        f.write(buf)
-    os.rename(path + ".tmp", path)
+    write_atomic(prefix + STATE, buf)
 
 
 # ---- reading records back out of a segment file ---------------------------------------------

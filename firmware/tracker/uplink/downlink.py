@@ -10,12 +10,12 @@
 # Untrusted input all the way: the parsers raise DownlinkError with a reason for anything
 # else than a well-formed request, and Downlink answers every refusal on its topic.
 import json
-import os
 
 from tracker import log
 from tracker.aio import asyncio, ticks_add, ticks_diff, ticks_ms, wait_for_ms
 from tracker.config import ConfigError, json_object_problem, key
 from tracker.settings import UNCHANGED
+from tracker.store.layout import write_atomic
 
 _TAG = "downlink"
 CONFIG_SET = "config/set"
@@ -446,14 +446,7 @@ class Downlink:
     def _store_id(self):
         # Atomic (temp file + rename): a power cut leaves the old id or the new one, and the
         # worst case of losing it is answering one request twice with nothing changed.
-        tmp = self.path + ".tmp"
         try:
-            with open(tmp, "w") as f:
-                f.write(json.dumps({"config_id": self.config_id}))
-            try:
-                os.rename(tmp, self.path)
-            except OSError:  # a VFS that will not rename over a file (FAT)
-                os.remove(self.path)
-                os.rename(tmp, self.path)
+            write_atomic(self.path, json.dumps({"config_id": self.config_id}))
         except OSError as e:
             log.w(_TAG, "could not store %s: %s" % (self.path, e))

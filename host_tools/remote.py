@@ -384,6 +384,29 @@ def last_seen(status: dict) -> str | None:
 # --- the operations ---------------------------------------------------------------------------
 
 
+def _request(
+    url: str,
+    device: str,
+    leaf: str,
+    answer_leaf: str,
+    request: dict[str, Any],
+    retain: bool,
+    timeout: float,
+    on_sent: Callable[[str, dict | None], None] | None,
+) -> tuple[tuple[dict, float] | None, dict | None, float]:
+    """Publish `request` on `leaf` and wait for the answer carrying its id on `answer_leaf`:
+    (the answer and when it came, or None; the device's status; when it was published)."""
+    with _Exchange(url, device, [answer_leaf]) as ex:
+        ex.settle_retained()
+        ex.publish(leaf, request, retain=retain)
+        sent = time.monotonic()
+        if on_sent is not None:
+            on_sent(request["id"], ex.status())
+        got = ex.answer(answer_leaf, request["id"], timeout)
+        status = ex.status()
+    return got, status, sent
+
+
 def set_config(
     url: str,
     device: str,
@@ -404,14 +427,9 @@ def set_config(
     """
     check_device_id(device)
     request = config_request(values, unset, request_id)
-    with _Exchange(url, device, ["config/reported"]) as ex:
-        ex.settle_retained()
-        ex.publish("config/set", request, retain=True)
-        sent = time.monotonic()
-        if on_sent is not None:
-            on_sent(request["id"], ex.status())
-        got = ex.answer("config/reported", request["id"], timeout)
-        status = ex.status()
+    got, status, sent = _request(
+        url, device, "config/set", "config/reported", request, True, timeout, on_sent
+    )
     if got is None:
         raise NoAnswer(
             f"no answer from {device} within {timeout:g} s: it {describe_status(status, url)}; "
@@ -481,14 +499,7 @@ def send_command(
     """
     check_device_id(device)
     request = command_request(name, args, request_id)
-    with _Exchange(url, device, ["cmd/ack"]) as ex:
-        ex.settle_retained()
-        ex.publish("cmd", request, retain=False)
-        sent = time.monotonic()
-        if on_sent is not None:
-            on_sent(request["id"], ex.status())
-        got = ex.answer("cmd/ack", request["id"], timeout)
-        status = ex.status()
+    got, status, sent = _request(url, device, "cmd", "cmd/ack", request, False, timeout, on_sent)
     if got is None:
         online = status is not None and status.get("state") == "online"
         advice = "retry" if online else "commands are not queued: retry when it is online"

@@ -9,6 +9,20 @@ from tracker import aio
 from tracker.aio import ticks_add, ticks_diff, ticks_ms
 
 
+class Skipped(Exception):
+    """Raised by skip() where there is no pytest (run_mp.py counts it apart)."""
+
+
+def skip(reason):
+    """Skip the running test, not pass it: pytest.skip under pytest; on MicroPython the
+    runner (run_mp.py) reports it as skipped, with the reason."""
+    try:
+        import pytest
+    except ImportError:
+        raise Skipped(reason)
+    pytest.skip(reason)
+
+
 class raises:
     """`with raises(ValueError):` -- like pytest.raises, on both interpreters."""
 
@@ -87,7 +101,7 @@ def ticks_before_wrap(before_ms):
     CPython's counter is set (aio.set_ticks_ms; ticks_after_test() puts it back). The device's
     can't be: the interpreter must have started near the wrap (ALBATROSS_TICKS_START_MS, see
     tests/test_firmware_on_unix_port.py), and this waits for the moment. False when the
-    counter is far from the wrap and nobody asked for it to be near."""
+    counter is far from the wrap and nobody asked for it to be near: the caller skips."""
     if hasattr(aio, "set_ticks_ms"):
         aio.set_ticks_ms(ticks_add(0, -before_ms))
         return True

@@ -4,10 +4,13 @@ from tracker import aio, log
 
 
 def test_ticks_diff_wraps():
-    a = aio.ticks_ms()
+    a = aio.ticks_add(0, -500)  # 500 ms below the wrap (2^30 ms on the device)
     later = aio.ticks_add(a, 1500)
+    assert later == 1000 and a > later  # the counter wrapped between the two
     assert aio.ticks_diff(later, a) == 1500
     assert aio.ticks_diff(a, later) == -1500
+    now = aio.ticks_ms()  # and wherever the counter is now
+    assert aio.ticks_diff(aio.ticks_add(now, 1500), now) == 1500
 
 
 def test_sleep_and_wait_for_ms_timeout():

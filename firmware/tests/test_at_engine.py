@@ -1,6 +1,6 @@
 # AT engine tests against the scripted fake UART; run under CPython (pytest) and the Unix port.
 from fake_uart import FakeUart, ReadOnlyStream
-from mptest import raises, run, ticks_after_test, ticks_before_wrap
+from mptest import raises, run, skip, ticks_after_test, ticks_before_wrap
 
 from tracker import log
 from tracker.aio import asyncio, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
@@ -417,7 +417,10 @@ def test_one_byte_reads():
 
 def test_a_deadline_past_the_tick_wrap_holds():
     # ticks_ms() wraps at 2^30 ms on the device: the whole exchange's deadline lies beyond it.
-    near = ticks_before_wrap(150)
+    if not ticks_before_wrap(150):
+        # A MicroPython whose counter is far from the wrap: tests/test_firmware_on_unix_port.py
+        # runs this module again with the counter started just below it.
+        skip("ticks_ms() is far from its wrap and cannot be set here")
     times = []
 
     async def late_prompt(u):
@@ -438,6 +441,5 @@ def test_a_deadline_past_the_tick_wrap_holds():
     finally:
         ticks_after_test()
     t0, t1 = times
-    if near:
-        assert t0 > (1 << 30) - 1000 and t1 < 1000, times  # the deadline was past the wrap
+    assert t0 > (1 << 30) - 1000 and t1 < 1000, times  # the deadline was past the wrap
     assert 350 <= ticks_diff(t1, t0) <= 1000, times

@@ -167,11 +167,14 @@ def _feeder(clock, *limits):
 def test_feeds_while_every_task_makes_progress_across_the_ticks_wrap():
     clock = Clock()
     f, wdt, (a, b) = _feeder(clock, 5000, 5000)
+    seen = []
     for _ in range(10):  # 10 s, across the wrap: each task progresses every second
         clock.advance(1000)
+        seen.append(clock())
         a.beat()
         b.beat()
         assert f.check(clock()) is True
+    assert seen[0] > NEAR_WRAP and seen[-1] < 10000, seen  # the counter wrapped on the way
     assert wdt.feeds == 10 and f.hung is None
     assert f.uptime_s == 10
 

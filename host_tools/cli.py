@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import signal
 import sys
 import threading
@@ -131,56 +132,77 @@ def cmd_vboard(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_OPS = (
+    "set",
+    "fault",
+    "status",
+    "snapshot",
+    "modem",
+    "signal",
+    "registration",
+    "gnss",
+    "reset",
+    "power-cut",
+)
+RESET_KINDS = ("hard", "soft", "watchdog", "brownout")
+SIGNAL_KEYS = ("rssi", "ber", "rsrp", "rsrq")
+# Names the control request itself uses: a KEY=VALUE cannot be one of them.
+_RESERVED_KEYS = ("cmd", "name", "on")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from host_tools.vboard.bench import BenchClient
     from host_tools.vboard.runner import default_workdir
 
-    target = args.workdir or default_workdir(args.name)
-    client = BenchClient(target)
-    op, rest = args.op, args.args
+    # The words are checked before the bench is asked, so a typo is named as such even
+    # when the board is not running.
+    op, rest = args.op, list(args.args)
     if op == "set":
-        values = {}
-        for item in rest:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"expected KEY=VALUE, got {item!r}")
-            values[key] = float(value)
-        result = client.set(**values)
+        if not rest:
+            raise ValueError("usage: albatross bench NAME set KEY=VALUE... (temperature=21.5 ...)")
+        request = ("set", _bench_pairs(rest, "set"))
     elif op == "fault":
-        if not rest:
-            raise ValueError("usage: albatross bench NAME fault FAULT [on|off] [count=N]")
-        on = not (len(rest) > 1 and rest[1] in ("off", "0", "false"))
-        params = dict(p.split("=", 1) for p in rest[1:] if "=" in p)
-        result = client.fault(rest[0], on, **{k: _bench_value(v) for k, v in params.items()})
-    elif op in ("status", "snapshot"):
-        result = client.call(op)
-    elif op == "modem":
-        result = client.call("modem")
+        request = ("fault", _bench_fault_args(rest))
+    elif op in ("status", "snapshot", "modem"):
+        _bench_no_args(op, rest)
+        request = (op, {})
     elif op == "signal":
-        values = dict(item.split("=", 1) for item in rest if "=" in item)
-        result = client.call("modem_signal", **{k: int(v) for k, v in values.items()})
+        values = _bench_pairs(rest, "signal")
+        if not values:
+            raise ValueError("usage: albatross bench NAME signal rssi=N [ber=N rsrp=N rsrq=N]")
+        for key, value in values.items():
+            if key not in SIGNAL_KEYS:
+                raise ValueError(f"signal: unknown key {key!r} (known: {', '.join(SIGNAL_KEYS)})")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"signal: {key} must be an integer, got {value!r}")
+        request = ("modem_signal", values)
     elif op == "registration":
-        if not rest:
+        if len(rest) != 1:
             raise ValueError(
                 "usage: albatross bench NAME registration "
                 "home|roaming|searching|denied|not_registered"
             )
-        result = client.call("modem_registration", state=rest[0])
+        request = ("modem_registration", {"state": rest[0]})
     elif op == "gnss":
-        result = _bench_gnss(client, rest)
+        request = _bench_gnss(rest)
     elif op == "reset":
-        result = client.call("reset", kind=rest[0] if rest else "hard")
+        if len(rest) > 1 or (rest and rest[0] not in RESET_KINDS):
+            raise ValueError(f"usage: albatross bench NAME reset [{'|'.join(RESET_KINDS)}]")
+        request = ("reset", {"kind": rest[0] if rest else "hard"})
     elif op == "power-cut":
-        result = client.call("power_cut", off_s=float(rest[0]) if rest else 0.2)
+        request = ("power_cut", {"off_s": _bench_off_seconds(rest)})
     else:
-        raise ValueError(f"unknown bench operation {op!r}")
+        raise ValueError(f"unknown bench operation {op!r} (known: {', '.join(BENCH_OPS)})")
+    client = BenchClient(args.workdir or default_workdir(args.name))
+    cmd, values = request
+    result = client.call(cmd, **values)
     print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
     return 0
 
 
 def _bench_value(text: str) -> object:
-    """A KEY=VALUE value by its type: int, float, true/false, none, else the text."""
-    for convert in (int, float):
+    """A KEY=VALUE value by its type: int (10 or 0x44), float, true/false, none, else text."""
+    for convert in (int, lambda t: int(t, 0), float):
         try:
             return convert(text)
         except ValueError:
@@ -188,17 +210,68 @@ def _bench_value(text: str) -> object:
     return {"true": True, "false": False, "none": None, "null": None}.get(text.lower(), text)
 
 
-def _bench_gnss(client, rest: list[str]) -> dict:
-    """`albatross bench NAME gnss [route FILE [speed=M/S] | park | drive]`."""
+def _bench_pairs(words: list[str], what: str) -> dict[str, object]:
+    """KEY=VALUE words -> {key: typed value}; anything else is a usage error."""
+    values: dict[str, object] = {}
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{what}: expected KEY=VALUE, got {word!r}")
+        if key in _RESERVED_KEYS:
+            raise ValueError(f"{what}: {key!r} cannot be a KEY")
+        if key in values:
+            raise ValueError(f"{what}: {key} given twice")
+        values[key] = _bench_value(text)
+    return values
+
+
+def _bench_fault_args(rest: list[str]) -> dict[str, object]:
+    """FAULT [on|off] [KEY=VALUE...] -> the fault request's arguments."""
+    usage = "usage: albatross bench NAME fault FAULT [on|off] [KEY=VALUE...]"
+    if not rest or "=" in rest[0]:
+        raise ValueError(usage)
+    name, words = rest[0], rest[1:]
+    on = True
+    if words and "=" not in words[0]:
+        switch = words.pop(0).lower()
+        if switch not in ("on", "off"):
+            raise ValueError(f"fault {name}: expected on or off, got {switch!r} ({usage})")
+        on = switch == "on"
+    return {"name": name, "on": on, **_bench_pairs(words, f"fault {name}")}
+
+
+def _bench_no_args(op: str, rest: list[str]) -> None:
+    if rest:
+        raise ValueError(f"usage: albatross bench NAME {op} (it takes nothing more)")
+
+
+def _bench_off_seconds(rest: list[str]) -> float:
+    usage = "usage: albatross bench NAME power-cut [OFF_SECONDS]"
     if not rest:
-        return client.call("gnss")
-    if rest[0] == "route" and len(rest) >= 2:
-        extra = dict(p.split("=", 1) for p in rest[2:] if "=" in p)
-        values = {k: _bench_value(v) for k, v in extra.items()}
-        return client.call("gnss_route", path=str(Path(rest[1]).resolve()), **values)
+        return 0.2
+    if len(rest) > 1:
+        raise ValueError(usage)
+    try:
+        seconds = float(rest[0])
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"power-cut: OFF_SECONDS must be 0..3600 seconds, got {rest[0]!r}")
+    return seconds
+
+
+def _bench_gnss(rest: list[str]) -> tuple[str, dict]:
+    """`albatross bench NAME gnss [route FILE [speed=M/S] | park | drive]` -> the request."""
+    if not rest:
+        return "gnss", {}
+    if rest[0] == "route" and len(rest) >= 2 and "=" not in rest[1]:
+        values = _bench_pairs(rest[2:], "gnss route")
+        if set(values) - {"speed"}:
+            raise ValueError("gnss route: the only KEY is speed=M/S")
+        return "gnss_route", {"path": str(Path(rest[1]).expanduser().resolve()), **values}
     if rest[0] in ("park", "drive") and len(rest) == 1:
-        return client.call("gnss_park", on=rest[0] == "park")
-    raise ValueError("usage: albatross bench NAME gnss [route FILE | park | drive]")
+        return "gnss_park", {"on": rest[0] == "park"}
+    raise ValueError("usage: albatross bench NAME gnss [route FILE [speed=M/S] | park | drive]")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

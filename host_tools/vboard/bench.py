@@ -193,6 +193,11 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
+def _prefixed(prefix: str, error: Exception) -> str:
+    text = str(error)
+    return text if text.startswith(prefix) else f"{prefix}: {text}"
+
+
 class Bench:
     """The simulated hardware around one virtual board. Thread-safe."""
 
@@ -374,7 +379,12 @@ class Bench:
                 known = ", ".join(spec.params) or "none"
                 raise BenchError(f"fault {name}: unknown parameter {key!r} (known: {known})")
         with self._lock:
-            spec.apply(on, **params)
+            try:
+                spec.apply(on, **params)
+            except BenchError as e:
+                raise BenchError(_prefixed(f"fault {name}", e)) from None
+            except (ValueError, TypeError) as e:  # a parameter of the wrong type or range
+                raise BenchError(f"fault {name}: {e}") from None
             self._log_event(f"fault {name} {'on' if on else 'off'} {params or ''}".rstrip())
 
     def faults(self) -> dict[str, dict[str, Any]]:

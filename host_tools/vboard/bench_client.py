@@ -25,9 +25,14 @@ class BenchClient:
         self.path = p
         self.timeout = timeout
 
-    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+    def call(self, cmd: str, /, **args: Any) -> dict[str, Any]:
         """Send one command; return the reply without "ok". Raises BenchError."""
-        request = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
+        if "cmd" in args:
+            raise BenchError(f'{cmd}: "cmd" cannot be an argument')
+        try:
+            request = json.dumps({"cmd": cmd, **args}, allow_nan=False).encode() + b"\n"
+        except (TypeError, ValueError) as e:
+            raise BenchError(f"{cmd}: arguments not sendable as JSON: {e}") from None
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
@@ -57,7 +62,10 @@ class BenchClient:
     def set(self, **values: float) -> dict[str, Any]:
         return self.call("set", **values)
 
-    def fault(self, name: str, on: bool = True, **params: Any) -> dict[str, Any]:
+    def fault(self, name: str, on: bool = True, /, **params: Any) -> dict[str, Any]:
+        for key in ("name", "on"):
+            if key in params:
+                raise BenchError(f"fault {name}: {key!r} cannot be a parameter")
         return self.call("fault", name=name, on=on, **params)
 
     def faults(self) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The rootdir conftest: plugins for the whole suite (a non-root conftest may not list them).
+pytest_plugins = ["hil_tests.compat_report"]
+
 
 def pytest_report_header() -> list[str]:
     from host_tools.vboard import runtime as rt

@@ -276,6 +276,60 @@ def test_cme_cms_and_error_finals_raise_typed_errors():
     session(t)
 
 
+def test_error_finals_carry_the_lines_the_modem_printed_before_them():
+    # Real modems say why before the error final; the caller must get it with the error.
+    # corpus: sim7600-http-setup-ip-error ("+IP ERROR: ..." is not AT+IPADDR's own prefix),
+    # sim7600-boot-netopen-error (AT+CDNSGIP), bg77-every-command-error (ATI text + ERROR).
+    async def t(e, u):
+        u.when("AT+IPADDR", "\r\n+IP ERROR: Network not opened\r\n\r\nERROR\r\n")
+        u.when("AT+CDNSGIP", "\r\n+CDNSGIP: 0,10\r\n\r\nERROR\r\n")
+        u.when("ATI", "\r\nQuectel\r\nBG77\r\nRevision: BG77LAR02A04\r\nERROR\r\n")
+        u.when("AT+CPIN?", "\r\n+CPIN: NOT READY\r\n\r\n+CME ERROR: 10\r\n")
+        unknown = Seen()
+        e.on_unknown = unknown
+        with raises(AtError) as err:
+            await e.cmd("AT+IPADDR")
+        assert err.value.final == "ERROR" and err.value.lines == ["+IP ERROR: Network not opened"]
+        with raises(AtError) as err:
+            await e.cmd('AT+CDNSGIP="google.com"')
+        assert err.value.lines == ["+CDNSGIP: 0,10"]
+        with raises(AtError) as err:
+            await e.cmd("ATI")
+        assert err.value.lines == ["Quectel", "BG77", "Revision: BG77LAR02A04"]
+        with raises(CmeError) as err:
+            await e.cmd("AT+CPIN?")
+        assert err.value.code == 10 and err.value.lines == ["+CPIN: NOT READY"]
+        assert unknown.lines == []
+        assert CmeError(3, "AT+X").lines == () and AtError("AT+X", "ERROR").lines == ()
+
+    session(t)
+
+
+def test_simcomati_answer_keeps_its_gcap_line():
+    # corpus a7670-gnss-cgnssinfo-nofix-then-fix: AT+SIMCOMATI answers free text like ATI,
+    # "+GCAP: ..." included; it never prints "+SIMCOMATI:" lines of its own.
+    reply = (
+        "\r\nManufacturer: SIMCOM INCORPORATED\r\nModel: A7670E-FASE\r\nIMEI: 1\r\n"
+        "+GCAP: +CGSM,+FCLASS,+DS\r\n\r\n+CPIN: READY\r\nDeviceInfo:\r\n\r\nOK\r\n"
+    )
+
+    async def t(e, u):
+        u.when("AT+SIMCOMATI", reply)
+        cpin = Seen()
+        e.on_urc("+CPIN:", cpin)
+        r = await e.cmd("AT+SIMCOMATI")
+        assert r.lines == [
+            "Manufacturer: SIMCOM INCORPORATED",
+            "Model: A7670E-FASE",
+            "IMEI: 1",
+            "+GCAP: +CGSM,+FCLASS,+DS",
+            "DeviceInfo:",
+        ]
+        assert cpin.lines == ["+CPIN: READY"]  # a URC inside the answer is still a URC
+
+    session(t)
+
+
 def test_echo_on_is_dropped():
     async def t(e, u):
         u.when("ATI", "\r\nSIM7000G R1529\r\n\r\nOK\r\n")

@@ -206,7 +206,7 @@ def test_cmd_prefix():
     assert L.cmd_prefix('AT+QIOPEN=1,0,"TCP"') == "+QIOPEN"
     assert L.cmd_prefix("AT+CSUB;+CVERSION") == "+CSUB"
     assert L.cmd_prefix("AT^DSCI=1") == "^DSCI"
-    for none in ("AT", "ATI", "AT&FZE0", "ATE0", "AT+"):
+    for none in ("AT", "ATI", "AT&FZE0", "ATE0", "AT+", "AT+SIMCOMATI", "at+simcomati"):
         assert L.cmd_prefix(none) is None, none
 
 

@@ -35,27 +35,30 @@ class AtTimeout(ModemError):
 
 
 class AtError(ModemError):
-    """The modem ended `cmd` with an error final (ERROR, SEND FAIL, NO CARRIER, ...)."""
+    """The modem ended `cmd` with an error final (ERROR, SEND FAIL, NO CARRIER, ...).
+    `lines`: the information lines it printed before that final, which often say why
+    ("+IP ERROR: Network not opened", "+CDNSGIP: 0,10"; corpus sim7600-*), as a list."""
 
-    def __init__(self, cmd, final):
+    def __init__(self, cmd, final, lines=None):
         super().__init__("%s: %s" % (cmd, final))
         self.cmd = cmd
         self.final = final
+        self.lines = lines or ()
 
 
 class CmeError(AtError):
     """+CME ERROR: code is an int (AT+CMEE=1) or the verbose text (AT+CMEE=2)."""
 
-    def __init__(self, code, cmd, final=None):
-        AtError.__init__(self, cmd, final or "+CME ERROR: %s" % code)
+    def __init__(self, code, cmd, final=None, lines=None):
+        AtError.__init__(self, cmd, final or "+CME ERROR: %s" % code, lines)
         self.code = code
 
 
 class CmsError(AtError):
     """+CMS ERROR (SMS commands): code as for CmeError."""
 
-    def __init__(self, code, cmd, final=None):
-        AtError.__init__(self, cmd, final or "+CMS ERROR: %s" % code)
+    def __init__(self, code, cmd, final=None, lines=None):
+        AtError.__init__(self, cmd, final or "+CMS ERROR: %s" % code, lines)
         self.code = code
 
 
@@ -105,12 +108,12 @@ class UrcWaiter:
         self.cancel()
 
 
-def _raise_for(cmd, final, kind):
+def _raise_for(cmd, final, kind, lines):
     if kind == L.CME:
-        raise CmeError(L.error_code(final), cmd, final)
+        raise CmeError(L.error_code(final), cmd, final, lines)
     if kind == L.CMS:
-        raise CmsError(L.error_code(final), cmd, final)
-    raise AtError(cmd, final)
+        raise CmsError(L.error_code(final), cmd, final, lines)
+    raise AtError(cmd, final, lines)
 
 
 class AtEngine:
@@ -350,7 +353,7 @@ class AtEngine:
         if ok and (accept is None or final in accept):
             return AtResponse(lines, final)
         self.counters["errors"] += 1
-        _raise_for(text, final, kind)
+        _raise_for(text, final, kind, lines)
 
     async def _resync(self):
         if not self._stale or not self.resync_ms:
@@ -496,6 +499,8 @@ class AtEngine:
             self.on_unknown(line)
 
     def _belongs(self, line):
+        if L.starts_any(line, L.ERROR_INFO):
+            return True  # the reason for the error final that follows
         e = self._expect
         if e is not None:
             return L.starts_any(line, e)  # a tuple too, also before MicroPython v1.25

@@ -101,6 +101,16 @@ URC_PREFIXES = (
     "+QGPSURC:",
 )
 
+# Lines a modem prints right before the ERROR final of the command in flight, saying why:
+# they belong to that command whatever its own prefix ("+IP ERROR: <err_info>", SIMCom
+# TCP/IP AT manual; corpus sim7600-http-setup-ip-error).
+ERROR_INFO = ("+IP ERROR:",)
+
+# Commands whose answer is free text like ATI's, never lines with their own "+XYZ:" prefix:
+# every non-URC line belongs, "+GCAP: ..." included (SIMCom AT manual, AT+SIMCOMATI; corpus
+# a7670-gnss-cgnssinfo-nofix-then-fix).
+_TEXT_ANSWERS = ("+SIMCOMATI",)
+
 _FINAL_TOKENS = ("SEND OK", "SEND FAIL", "NO CARRIER", "ERROR", "OK")
 _AT = ("AT", "at")
 
@@ -207,7 +217,8 @@ def params(line):
 
 def cmd_prefix(cmd):
     """The `+XYZ` a command's information lines start with: AT+CSQ -> "+CSQ",
-    at+cgact=? -> "+CGACT", AT+CSUB;+CVERSION -> "+CSUB"; None for ATI, AT&F, ATE0."""
+    at+cgact=? -> "+CGACT", AT+CSUB;+CVERSION -> "+CSUB"; None for ATI, AT&F, ATE0 and
+    the free-text answers (AT+SIMCOMATI)."""
     if len(cmd) > 3 and cmd[0] in "aA" and cmd[1] in "tT" and cmd[2] in "+^*%$#":
         end = len(cmd)
         for ch in "=?;":
@@ -215,7 +226,7 @@ def cmd_prefix(cmd):
             if 0 <= j < end:
                 end = j
         p = cmd[2:end].strip().upper()
-        return p if len(p) > 1 else None
+        return p if len(p) > 1 and p not in _TEXT_ANSWERS else None
     return None
 
 

@@ -89,7 +89,14 @@ def _unframe(body):
         inner = _between(body[i:], "[", "]")
         if inner is not None:
             return None, b"\r\n" + unescape(inner) + b"\r\n"
-    for tag in (">>> ", "Successfully sent command: ", "-|Command issued ", "AT> ", "AT< "):
+    for tag in (
+        ">>> ",
+        "Successfully sent command: ",
+        "-|Command issued ",
+        "AT> ",
+        "AT< ",
+        "Risposta ricevuta: ",  # a7670-pdp-reject-verbose-cme: the poster's print before each echo
+    ):
         i = body.find(tag)
         if i >= 0:
             return body[i + len(tag) :], None
@@ -99,8 +106,14 @@ def _unframe(body):
     return body, None
 
 
-def parse_corpus(text):
-    """Corpus file text -> [(direction, bytes)], one chunk per log line."""
+def parse_corpus(text, *, joined=None):
+    """Corpus file text -> [(direction, bytes)], one chunk per log line.
+
+    joined: the separator a poster's program printed in place of line ends (the note of
+    bg77-every-command-error says ";"): each piece becomes a line of its own. A modem
+    line that starts with ">" and goes on ("<prompt>-----BEGIN ...": the data prompt,
+    which has no line end, then what the host typed after it) becomes a ">" chunk and a
+    chunk with the rest, as the modem had to wait after its prompt."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -118,9 +131,15 @@ def parse_corpus(text):
         else:
             d, body = "rx", line
         txt, data = _unframe(body)
-        if data is None:
-            data = txt.encode() + (b"\r" if d == "tx" else b"\r\n")
-        chunks.append((d, data))
+        if data is not None:
+            chunks.append((d, data))
+            continue
+        end = b"\r" if d == "tx" else b"\r\n"
+        for piece in txt.split(joined) if joined else (txt,):
+            if d == "rx" and len(piece) > 1 and piece[0] == ">":
+                chunks.append((d, b">"))
+                piece = piece[1:]
+            chunks.append((d, piece.encode() + end))
     return chunks
 
 
@@ -174,37 +193,92 @@ def feed_lines(assembler, chunks):
             assembler.feed(data)
 
 
-async def _settle(engine, task):
+# Commands the modem answers with a data prompt (">" or "DOWNLOAD") before their final
+# (SIMCom and Quectel AT manuals); the replay sends them as the firmware does, through
+# send_with_prompt, so the engine must take the prompt for the payload to be written.
+PROMPT_COMMANDS = (
+    "AT+CIPSEND=",
+    "AT+CASEND=",
+    "AT+CCERTDOWN=",
+    "AT+CMQTTTOPIC=",
+    "AT+CMQTTSUBTOPIC=",
+    "AT+CMQTTPAYLOAD=",
+    "AT+CMQTTWILLTOPIC=",
+    "AT+CMQTTWILLMSG=",
+    "AT+HTTPDATA=",
+    "AT+QISEND=",
+    "AT+QSSLSEND=",
+    "AT+QMTPUBEX=",
+    "AT+CMGS=",
+)
+
+
+def takes_prompt(cmd):
+    return cmd.upper().startswith(PROMPT_COMMANDS)
+
+
+class Unanswered(Exception):
+    """No final result came for `cmd` before the transcript's next command or its end:
+    the replay cancelled it (an old log has no timing to wait for)."""
+
+    def __init__(self, cmd):
+        super().__init__(f"{cmd}: no final result in the transcript")
+        self.cmd = cmd
+
+
+class Answer(tuple):
+    """(command, outcome) as replay() returns them; outcome is the AtResponse, the typed
+    error the engine raised, or Unanswered. `prompt`: whether the engine took a data
+    prompt for the command and wrote its payload."""
+
+    def __new__(cls, cmd, outcome, prompt=False):
+        self = tuple.__new__(cls, (cmd, outcome))
+        self.prompt = prompt
+        return self
+
+
+async def _settle(engine, task, cmd):
     """Cancel a command still waiting for its answer; return its outcome. A command whose
     final arrived (pending is None) is left to finish: it only has not resumed yet."""
     if not task.done() and engine.pending is not None:
         task.cancel()
     try:
         return await task
-    except BaseException as e:  # CancelledError or the command's typed error
+    except asyncio.CancelledError:
+        return Unanswered(cmd)
+    except Exception as e:  # the command's typed error
         return e
 
 
 async def replay(engine, uart, chunks, *, issue=True, timeout_ms=60000, max_spins=20000):
     """Play a transcript's modem bytes into a started AtEngine over a fake UART with
-    `inject(data)` and `await idle()` (firmware/tests/fake_uart.py).
+    `inject(data)`, `await idle()` and a `writes` list (firmware/tests/fake_uart.py).
 
     issue=True also issues the host's commands so answers are matched to commands: from
     "tx" chunks when the transcript has any, else from the echo lines in the modem stream
-    (a line equal to the command in flight is its echo, not a new command). A command still
-    unanswered when the next is due is cancelled (an old log has no timing to replay), so
-    resync is switched off for the replay. Returns [(command, AtResponse or exception)]."""
+    (a line equal to the command in flight is its echo, not a new command). Commands in
+    PROMPT_COMMANDS go through send_with_prompt with the next "tx" chunk as payload (none
+    when the host's side is not marked). A command still unanswered when the next is due
+    is cancelled (an old log has no timing to replay), so resync is switched off for the
+    replay. Returns [Answer(command, AtResponse / typed error / Unanswered)]."""
     from_echo = issue and not any(d == "tx" for d, _ in chunks)
     saved = engine.resync_ms
     engine.resync_ms = 0
     outcomes = []
     task = prev = None
+    writes = 0  # len(uart.writes) once the command in flight was written
+    payload_at = -1  # the chunk a prompted command takes as its payload
     txbuf = b""
+
+    async def settle():
+        out = await _settle(engine, task, prev)
+        outcomes.append(Answer(prev, out, takes_prompt(prev) and len(uart.writes) > writes))
+
     try:
-        for d, data in chunks:
+        for i, (d, data) in enumerate(chunks):
             cmds = ()
             if d == "tx":
-                if issue:
+                if issue and i != payload_at:
                     txbuf += data
                     cut = max(txbuf.rfind(b"\r"), txbuf.rfind(b"\n")) + 1
                     cmds = command_lines(txbuf[:cut])
@@ -213,18 +287,33 @@ async def replay(engine, uart, chunks, *, issue=True, timeout_ms=60000, max_spin
                 cmds = [c for c in command_lines(data) if c != engine.pending]
             for c in cmds:
                 if task is not None:
-                    outcomes.append((prev, await _settle(engine, task)))
-                task = asyncio.create_task(engine.cmd(c, timeout_ms=timeout_ms))
+                    await settle()
+                if takes_prompt(c):
+                    nxt = [j for j in range(i + 1, len(chunks)) if chunks[j][0] == "tx"]
+                    payload_at = nxt[0] if nxt else -1
+                    payload = chunks[payload_at][1] if nxt else b""
+                    coro = engine.send_with_prompt(c, payload, timeout_ms=timeout_ms)
+                else:
+                    coro = engine.cmd(c, timeout_ms=timeout_ms)
+                task = asyncio.create_task(coro)
                 prev = c
                 for _ in range(max_spins):
                     if engine.pending == c:
                         break
                     await sleep_ms(0)
+                writes = len(uart.writes)
             if d == "rx":
                 uart.inject(data)
                 await uart.idle(max_spins)
+                if task is not None and takes_prompt(prev):
+                    # A modem waits after its prompt: let the command write its payload
+                    # before the transcript's next bytes (the final) go in.
+                    for _ in range(50):
+                        if task.done() or len(uart.writes) > writes:
+                            break
+                        await sleep_ms(0)
         if task is not None:
-            outcomes.append((prev, await _settle(engine, task)))
+            await settle()
     finally:
         engine.resync_ms = saved
     return outcomes

@@ -5,8 +5,11 @@ field log reproduces its bug in a unit test."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,14 @@ from test_at_engine import Seen, session  # noqa: E402
 from host_tools.at_replay import parse, parse_jsonl, replay  # noqa: E402
 from host_tools.vboard.modem import ModemSimulator, Timings  # noqa: E402
 from host_tools.vboard.modem.probe import AtProbe, power_on, wait_registered  # noqa: E402
+from tests.at_answers import (  # noqa: E402
+    compare,
+    family,
+    mutants,
+    mutate,
+    read_answers,
+    replay_answers,
+)
 from tracker.modem.at import (  # noqa: E402
     AtEngine,
     AtResponse,
@@ -70,6 +81,10 @@ def test_simulator_transcript_replays_with_every_urc_delivered(
             engine.stop()
 
     outcomes = asyncio.run(main())
+    # Each command's final, code and lines as the simulator's transcript shows them.
+    want = read_answers(chunks, family(dialect))
+    assert want and all(e.kind for e in want), [e.cmd for e in want if not e.kind]
+    assert not compare(want, outcomes), compare(want, outcomes)
     answered = {cmd: result for cmd, result in outcomes}
     for cmd in ("AT+CSQ", "AT+CEREG?", "AT+COPS?"):
         assert isinstance(answered[cmd], AtResponse), (cmd, answered[cmd])
@@ -115,3 +130,95 @@ def test_replay_of_both_transcript_formats() -> None:
             assert u.writes == [b"AT+CPIN?\r", b"AT+CSQ\r"]
 
         session(t)
+
+
+class _Sink:
+    """A TCP server on 127.0.0.1 that takes one connection and reads it to the end."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = bytearray()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    self.received += data
+        except OSError:
+            return
+
+
+def _record_answers(dialect: str, workdir: Path) -> Path:
+    """A session with every kind of answer the firmware meets: numeric and verbose CME
+    errors, ERROR, ERROR with a reason line, a plain value line, a data prompt and the final
+    after the payload (SEND OK on Quectel, OK then +CIPSEND on SIMCom)."""
+    sink = _Sink()
+    try:
+        with ModemSimulator(dialect, workdir, timings=Timings.fast()) as sim:
+            probe = AtProbe(sim.uart_path)
+            try:
+                power_on(sim, probe)
+                probe.cmd("ATE0")
+                wait_registered(probe)
+                for command in ("AT+CMEE=1", "AT+CPIN=1234", "AT+CMEE=2", "AT+CPIN=1234"):
+                    probe.cmd(command)
+                probe.cmd("AT+NOSUCH")
+                probe.cmd("AT+CGSN")
+                if dialect == "bg96":
+                    probe.cmd('AT+QICSGP=1,1,"internet","","",1')
+                    probe.cmd("AT+QIACT=1")
+                    probe.cmd(f'AT+QIOPEN=1,0,"TCP","127.0.0.1",{sink.port},0,0')
+                    probe.expect(rb"\+QIOPEN: 0,0\r\n")
+                    probe.write("AT+QISEND=0,5\r")
+                    probe.expect(rb"> ")
+                    probe.write(b"hello")
+                    probe.expect(rb"\r\nSEND OK\r\n")
+                else:
+                    probe.cmd("AT+IPADDR")  # +IP ERROR: Network not opened, ERROR
+                    probe.cmd("AT+NETOPEN")
+                    probe.expect(rb"\+NETOPEN: 0\r\n")
+                    probe.cmd(f'AT+CIPOPEN=0,"TCP","127.0.0.1",{sink.port}')
+                    probe.expect(rb"\+CIPOPEN: 0,0\r\n")
+                    probe.write("AT+CIPSEND=0,5\r")
+                    probe.expect(rb">")
+                    probe.write(b"hello")
+                    probe.expect(rb"\+CIPSEND: 0,5,5\r\n")
+                probe.cmd("AT+CSQ")
+            finally:
+                probe.close()
+            return sim.transcript_path
+    finally:
+        sink.sock.close()
+
+
+@pytest.mark.parametrize("dialect", ["sim7600", "a7670", "bg96"])
+def test_simulator_answers_replay_with_each_final_code_and_line(
+    dialect: str, tmp_path: Path
+) -> None:
+    chunks = parse_jsonl(_record_answers(dialect, tmp_path).read_text())
+    want = read_answers(chunks, family(dialect))
+    finals = Counter(e.final for e in want)
+    send = "AT+QISEND=0,5" if dialect == "bg96" else "AT+CIPSEND=0,5"
+    # What the session asked for is in the transcript (so the comparison checks it) ...
+    assert finals["+CME ERROR: 3"] == 1 and finals["+CME ERROR: operation not allowed"] == 1
+    assert finals["ERROR"] == (1 if dialect == "bg96" else 2) and finals["OK"] >= 8, finals
+    assert None not in finals, [e.cmd for e in want if not e.kind]
+    assert [(e.cmd, e.final) for e in want if e.prompt] == [
+        (send, "SEND OK" if dialect == "bg96" else "OK")
+    ]
+    by_cmd = {e.cmd: e for e in want}
+    assert by_cmd["AT+CGSN"].lines and by_cmd["AT+CGSN"].lines[0].isdigit()
+    if dialect != "bg96":
+        assert by_cmd["AT+IPADDR"].lines == ["+IP ERROR: Network not opened"]
+    # ... and the engine returned the same for every command.
+    answers = replay_answers(chunks)
+    assert not compare(want, answers), compare(want, answers)
+    # One changed final, code, line or prompt is caught at its command.
+    for i, what, at, old, new in mutants(want):
+        changed = mutate(chunks, at, old, new)
+        assert changed is not None, (i, what)
+        problems = compare(want, replay_answers(changed))
+        assert [p.split(" ", 1)[0] for p in problems] == [f"#{i}"], (what, problems)

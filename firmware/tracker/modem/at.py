@@ -37,7 +37,7 @@ class AtTimeout(ModemError):
 class AtError(ModemError):
     """The modem ended `cmd` with an error final (ERROR, SEND FAIL, NO CARRIER, ...).
     `lines`: the information lines it printed before that final, which often say why
-    ("+IP ERROR: Network not opened", "+CDNSGIP: 0,10"; corpus sim7600-*), as a list."""
+    ("+IP ERROR: Network not opened", "+CDNSGIP: 0,10"; corpus sim7600-*); () if none."""
 
     def __init__(self, cmd, final, lines=None):
         super().__init__("%s: %s" % (cmd, final))

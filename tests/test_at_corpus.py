@@ -340,8 +340,9 @@ def test_one_changed_answer_is_caught_at_its_command(path):
 
 def test_answer_reading_of_a_handmade_log():
     # The reading itself, on a log whose answers are known: echo, a URC inside an answer,
-    # own-prefix lines, verbose and numeric CME codes, CMS, a prompt and SEND OK, lines
-    # before ERROR, CONNECT, a command never answered.
+    # own-prefix lines, verbose and numeric CME codes, CMS, prompts (">" and DOWNLOAD) with
+    # SEND OK / SEND FAIL / OK after them, ERROR instead of a prompt, lines before ERROR,
+    # CONNECT, NO CARRIER, a command never answered.
     text = "\n".join(
         [
             "# source: handmade",
@@ -367,6 +368,16 @@ def test_answer_reading_of_a_handmade_log():
             "ERROR",
             "ATD*99#",
             "CONNECT 150000000",
+            "AT+HTTPDATA=5,1000",
+            "DOWNLOAD",
+            "OK",
+            "AT+QISEND=0,3",
+            "< > ",
+            "SEND FAIL",
+            "AT+CIPSEND=0,5",
+            "ERROR",
+            "ATD123;",
+            "NO CARRIER",
             "AT+COPS?",
             "",
         ]
@@ -380,7 +391,15 @@ def test_answer_reading_of_a_handmade_log():
         ("AT+CGATT=1", "+CME ERROR: SIM not inserted", [], False),
         ("ATI", "ERROR", ["Quectel", "+GCAP: +CGSM"], False),
         ("ATD*99#", "CONNECT", [], False),
+        ("AT+HTTPDATA=5,1000", "OK", [], True),
+        ("AT+QISEND=0,3", "SEND FAIL", [], True),
+        ("AT+CIPSEND=0,5", "ERROR", [], False),  # refused before the prompt
+        ("ATD123;", "NO CARRIER", [], False),
         ("AT+COPS?", None, [], False),
     ]
     assert [e.code for e in want][1:5] == [10, 500, None, "SIM not inserted"]
-    assert compare(want, replay_answers(parse_corpus(text))) == []
+    chunks = parse_corpus(text)
+    assert compare(want, replay_answers(chunks)) == []
+    for i, what, at, old, new in mutants(want):
+        problems = compare(want, replay_answers(mutate(chunks, at, old, new)))
+        assert [p.split(" ", 1)[0] for p in problems] == [f"#{i}"], (what, problems)

@@ -43,15 +43,20 @@ def test_brownout_reset_shows_in_the_status_message(
     status = mqtt.wait_for(
         _online(dev), BOOT_S, what="status after the brown-out", after=mark, logs=logs
     )
-    assert status.json["reset_cause"] == "brownout", logs
+    # Evidence first: the board really went through a brown-out reset...
     sv = vb.supervisor.status()
-    assert sv["last_reset"] == "brownout" and sv["resets"]["brownout"] == 1
+    assert sv["last_reset"] == "brownout" and sv["resets"] == {"power_on": 1, "brownout": 1}, sv
+    assert sv["boots"] == 2, sv
+    # ...and the firmware names it.
+    assert status.json["reset_cause"] == "brownout", logs
     # The register is only read after a power-on reset; a real power cut reads 1 again.
     mark = mqtt.mark()
     vb.supervisor.power_cut(0.2)
     status = mqtt.wait_for(
         _online(dev), BOOT_S, what="status after the power cut", after=mark, logs=logs
     )
+    sv = vb.supervisor.status()
+    assert sv["resets"] == {"power_on": 2, "brownout": 1} and sv["boots"] == 3, sv  # the cut
     assert status.json["reset_cause"] == "power_on", logs
 
 

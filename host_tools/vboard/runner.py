@@ -95,6 +95,9 @@ class VirtualBoard:
         modem: str | None = "board",
         modem_timings: Timings | None = None,
         cut_after: int = 0,
+        cut_seed: int | None = None,
+        flash_tags: bool = False,
+        bench_setup: Callable[[Bench], None] | None = None,
         files: Iterable[tuple[str, bytes]] = (),
         usb_port: int | None = 0,
         route: Path | str | None = None,
@@ -110,7 +113,12 @@ class VirtualBoard:
         route: the GPX file or NMEA log the asset follows (default: gnss/routes/paris-drive.gpx).
         gnss: where the firmware gets its position (board.json "gnss"): "uart" a standalone
         NMEA receiver, "modem" the modem's GNSS, "none" nowhere, "board" what board.json says.
-        The modem's GNSS commands answer from the same route in every case."""
+        The modem's GNSS commands answer from the same route in every case.
+        cut_after/cut_seed: tear the first boot's N-th flash program or erase as the seed says
+        and cut the power there (rom/_vblockdev.py); flash_tags: tag every flash operation
+        with the file operation it belonged to (supervisor status "ops_by_tag").
+        bench_setup: called with the bench before the firmware starts (e.g. to fit another
+        sensor model)."""
         self.name = name
         self.workdir = Path(workdir) if workdir else default_workdir(name)
         self.keep_image = image is not None
@@ -155,6 +163,9 @@ class VirtualBoard:
         self.gnss_uart: NmeaReceiver | None = None
         self.modem_gnss: GnssSim | None = None
         self.cut_after = cut_after  # cut the power at this flash operation of the first boot
+        self.cut_seed = cut_seed
+        self.flash_tags = flash_tags
+        self.bench_setup = bench_setup
         self.modem_sim: ModemSimulator | None = None
         self.bench: Bench | None = None
         self.supervisor: Supervisor | None = None
@@ -238,6 +249,8 @@ class VirtualBoard:
             self.bench.set_humidity(self.initial["humidity"])
         if self.initial["battery"] is not None:
             self.bench.set_battery(self.initial["battery"])
+        if self.bench_setup is not None:
+            self.bench_setup(self.bench)
         self.bench.start()
         env = {"ALBATROSS_BENCH": str(self.bench.socket_path)}
         self.motion = Motion(self.route)
@@ -300,6 +313,8 @@ class VirtualBoard:
             "power", lambda on=True, **_: (sv.power_on() if on else sv.power_off()) or {}
         )
         sv.cut_after = self.cut_after
+        sv.cut_seed = self.cut_seed
+        sv.flash_tags = self.flash_tags
         if self.usb_port is not None:
             self.usb = UsbPort(sv, self.usb_port)
             sv.uart_tx = self.usb.chip_tx

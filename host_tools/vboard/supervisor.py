@@ -113,6 +113,10 @@ class BoardStats:
     erases: int = 0
     power_cuts: int = 0
     erases_per_block: dict[int, int] = field(default_factory=dict)
+    # Flash operations per tag (what file operation each belonged to), counted on a boot
+    # with tags on (ALBATROSS_FLASH_TAGS; see rom/_vblockdev.py).
+    ops_by_tag: dict[str, int] = field(default_factory=dict)
+    cuts: list[dict] = field(default_factory=list)  # every power cut inside a flash op
 
 
 class Supervisor:
@@ -150,10 +154,17 @@ class Supervisor:
         self.uid = uid or hashlib.sha1(str(self.image).encode()).hexdigest()[:12]
         self.extra_env = dict(env or {})
         self.echo = echo
-        # Cut the power at the N-th flash program/erase of the next boot (0 = never); it
-        # applies once, the board then boots again with the power left on.
+        # Cut the power during the N-th flash program/erase of the next boot (0 = never); it
+        # applies once, the board then boots again with the power left on. The cut tears that
+        # operation (rom/_vblockdev.py) as the seed says: None draws one, recorded with the
+        # cut so it can be replayed. flash_tags: tag every flash operation with the file
+        # operation it belonged to (always on for a boot with a cut armed).
         self.cut_after = 0
+        self.cut_seed: int | None = None
         self.cut_off_s = 0.05
+        self.flash_tags = False
+        self.flash_trace: list[tuple[str, str]] = []  # (p|e, tag) of every op while tagged
+        self._tagging = False
         try:
             self.runtime = runtime or rt.resolve()
             rt.check_version(self.runtime)  # the firmware's oldest MicroPython (compat.py)
@@ -281,6 +292,8 @@ class Supervisor:
                     "max_erases_per_block": max(self.stats.erases_per_block.values(), default=0),
                 },
                 "power_cuts": self.stats.power_cuts,
+                "cuts": [dict(c) for c in self.stats.cuts[-50:]],
+                "ops_by_tag": dict(self.stats.ops_by_tag),
                 "heap": self.heap,
                 "runtime": self.runtime.name,
                 "image": str(self.image),
@@ -530,6 +543,7 @@ class Supervisor:
             self._vfs = None
         ctl_r, ctl_w = os.pipe()
         ack_r, ack_w = os.pipe()
+        self._tagging = bool(self.flash_tags or self.cut_after)
         env = dict(os.environ)
         env.update(self.extra_env)
         env.update(
@@ -544,6 +558,8 @@ class Supervisor:
             ALBATROSS_CTL_FD=str(ctl_w),
             ALBATROSS_ACK_FD=str(ack_r),
             ALBATROSS_CUT_AFTER=str(self.cut_after),
+            ALBATROSS_CUT_SEED=str(self._arm_seed()),
+            ALBATROSS_FLASH_TAGS="1" if self._tagging else "",
             TZ="UTC0",  # an ESP32 keeps UTC: localtime() and mktime() must not take the host's
         )
         if self._vfs is not None:
@@ -687,18 +703,20 @@ class Supervisor:
             ms = int(arg or b"0")
             self._event(f"deep sleep {ms} ms")
             self._restart(DEEPSLEEP_RESET, "friendly", delay=ms / 1000 if ms else 3600.0)
-        elif kind == b"p":
-            self.stats.programs += 1
-        elif kind == b"e":
-            self.stats.erases += 1
-            block = int(arg)
-            self.stats.erases_per_block[block] = self.stats.erases_per_block.get(block, 0) + 1
+        elif kind == b"p" or kind == b"e":
+            block, _, tag = arg.partition(b" ")
+            if kind == b"p":
+                self.stats.programs += 1
+            else:
+                self.stats.erases += 1
+                n = int(block)
+                self.stats.erases_per_block[n] = self.stats.erases_per_block.get(n, 0) + 1
+            if self._tagging:
+                name = tag.decode(errors="replace")
+                self.stats.ops_by_tag[name] = self.stats.ops_by_tag.get(name, 0) + 1
+                self.flash_trace.append((kind.decode(), name))
         elif kind == b"X":
-            # The flash's N-th write was the last thing before the power went: a cut.
-            self.stats.power_cuts += 1
-            self.cut_after = 0
-            self._event(f"power cut at flash operation {arg.decode()}")
-            self._restart(PWRON_RESET, "friendly", delay=self.cut_off_s)
+            self._on_cut(arg)
         elif kind == b"c":  # machine.RTC().datetime(...) set the clock
             self._rtc_offset = int(arg) - time.time()
             self._event(f"RTC set to {int(arg)}")
@@ -708,6 +726,44 @@ class Supervisor:
         elif kind == b"f":
             if self._wdt_timeout:
                 self._wdt_deadline = time.monotonic() + self._wdt_timeout
+
+    def _arm_seed(self) -> int:
+        if not self.cut_after:
+            return 0
+        if self.cut_seed is None:
+            self.cut_seed = int.from_bytes(os.urandom(4), "little")
+        return self.cut_seed
+
+    def _on_cut(self, arg: bytes) -> None:
+        """The flash's N-th operation was torn and the power went: record what it left
+        ("p|e block offset length torn tag", rom/_vblockdev.py) and power up again."""
+        fields = arg.decode(errors="replace").split(" ", 5)
+        kind, block, offset, length, torn = fields[0], *map(int, fields[1:5])
+        cut = {
+            "kind": "program" if kind == "p" else "erase",
+            "op": self.cut_after,
+            "block": block,
+            "offset": offset,
+            "length": length,
+            "bytes_torn": torn,  # program: new bytes written; erase: bytes left erased
+            "tag": fields[5] if len(fields) > 5 else "-",
+            "seed": self.cut_seed,
+            "boot": self.stats.boots,
+            "at": time.monotonic(),
+        }
+        self.stats.power_cuts += 1
+        self.cut_after = 0
+        self.cut_seed = None
+        what = "new bytes written" if kind == "p" else "bytes erased"
+        self._event(
+            f"power cut in flash operation {cut['op']}: {cut['kind']} of block {block} "
+            f"offset {offset}, {torn} of {length} {what} (seed {cut['seed']}, "
+            f"during {cut['tag']})"
+        )
+        self._restart(PWRON_RESET, "friendly", delay=self.cut_off_s)
+        # Everything the cut boot printed is on the console now (_kill_child read it all).
+        cut["console_bytes"] = self._console_log.tell()
+        self.stats.cuts.append(cut)
 
     def _on_console_input(self) -> None:
         try:

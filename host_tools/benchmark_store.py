@@ -96,6 +96,7 @@ def run(broker: Broker, work: Path, *, quick: bool) -> dict:
         broker,
         work / "campaign",
         points=20 if quick else 320,
+        targeted=0 if quick else 60,
         scenario_s=4.0 if quick else 6.0,
         log=lambda s: print(s, flush=True),
     )
@@ -113,11 +114,12 @@ def summary(r: dict) -> str:
             f"per record: {d['programs_per_record']} flash programs, {d['erases_per_record']} "
             f"erases; {d['records_per_message']} records per MQTT message, "
             f"{d['payload_bytes_per_record']} payload bytes per record",
-            f"power-cut campaign: {c['cut_points_tried']} cut points over "
-            f"{c['flash_ops_in_scenario']} flash operations, {c['cuts_that_happened']} cuts, "
+            f"power-cut campaign (torn writes): {c['cut_points']} cut points over "
+            f"{c['flash_ops_in_scenario']} flash operations, {c['cuts']} cuts "
+            f"({c['cuts_at_risk']} with {c['readings_at_risk']} readings at risk), "
             f"{c['readings_stored_before_cuts']} readings stored before cuts, "
-            f"{c['readings_lost']} lost, {c['seq_conflicts']} seq conflicts, "
-            f"{c['duplicates_removed_by_dedupe']} duplicates removed by dedupe, "
-            f"{c['failed_boots']} failed boots, {c['config_damaged']} damaged configs",
+            f"{c['lost']} lost, {c['seq_conflicts']} seq conflicts, "
+            f"{c['renumbered']} renumbered, {c['duplicates']} duplicates removed by dedupe, "
+            f"{c['failed_boots']} failed boots, {c['damaged_configs']} damaged configs",
         ]
     )

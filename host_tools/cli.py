@@ -337,6 +337,48 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_campaign(args: argparse.Namespace) -> int:
+    """`albatross campaign power-cut`: progress on stderr, the summary as JSON on stdout;
+    0 when nothing was lost, conflicted, failed to boot or damaged, else 1."""
+    import tempfile
+
+    from host_tools.broker import start_broker
+    from host_tools.vboard.campaign import run_campaign, write_json
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="albatross-campaign-"))
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    progress(f"power-cut campaign: {args.points} cut points, seed {args.seed}, work {work}")
+    broker = start_broker(log_dir=work / "broker")
+    try:
+        result = run_campaign(
+            broker,
+            work,
+            points=args.points,
+            targeted=args.targeted,
+            scenario_s=args.scenario_s,
+            seed=args.seed,
+            log=progress,
+            keep=args.keep,
+        )
+    finally:
+        broker.stop()
+    if args.json:
+        write_json(result, args.json)
+    summary = result.summary()
+    print(json.dumps(summary, indent=1))
+    bad = (
+        summary["lost"]
+        + summary["seq_conflicts"]
+        + summary["renumbered"]
+        + summary["failed_boots"]
+        + summary["damaged_configs"]
+    )
+    return 1 if bad else 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from host_tools.console.terminal import run_console
 
@@ -710,6 +752,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-results.json"))
     p.add_argument("--quick", action="store_true", help="fewer runs, 20 s soaks")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser(
+        "campaign",
+        help="long-running robustness campaigns on virtual boards",
+        description="power-cut: cut a virtual tracker's power during flash programs and "
+        "erases (torn writes) at many points of a scenario, with its own broker; after "
+        "each cut the board must boot, store and deliver a new reading, and deliver every "
+        "reading stored before the cut with its content (host_tools/vboard/campaign.py).",
+        epilog="exit status: 0 when nothing was lost, conflicted, failed to boot or damaged; "
+        "1 otherwise (the cuts that failed are kept in --work and named in the summary).",
+    )
+    p.add_argument("kind", choices=("power-cut",))
+    p.add_argument(
+        "--points", type=int, default=300, help="cut points to try (default: %(default)s)"
+    )
+    p.add_argument(
+        "--targeted",
+        type=int,
+        default=60,
+        metavar="N",
+        help="up to N more cut points at the reference run's config, cursor, roll-over and "
+        "segment-delete operations (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=1, help="where cuts fall and how they tear (default: 1)"
+    )
+    p.add_argument(
+        "--scenario-s",
+        type=float,
+        default=6.0,
+        metavar="S",
+        help="length of the scenario the cut points spread over (default: %(default)s)",
+    )
+    p.add_argument("--json", type=Path, metavar="FILE", help="summary and every cut, as JSON")
+    p.add_argument("--work", type=Path, metavar="DIR", help="images and logs (default: a temp)")
+    p.add_argument("--keep", action="store_true", help="keep every cut's image and logs")
+    p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser(
         "monitor",

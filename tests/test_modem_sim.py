@@ -41,6 +41,17 @@ def make(tmp_path):
         yield sims.start
 
 
+def powered_down(sim: ModemSimulator, within_s: float = 5.0) -> bool:
+    """The STATUS pin went low within `within_s` (the power-down takes power_down_s; a
+    loaded machine takes longer)."""
+    deadline = time.monotonic() + within_s
+    while sim.status_pin() != 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def lines_of(data: bytes) -> list[str]:
     return [ln for ln in data.decode("latin-1").split("\r\n") if ln]
 
@@ -113,8 +124,7 @@ def test_bg96_pwrkey_short_press_keeps_it_on_long_press_powers_down(make):
     assert "OK" in probe.cmd("AT")
     sim.pulse_pwrkey(0.7)
     probe.expect(rb"\r\nPOWERED DOWN\r\n")
-    time.sleep(0.15)  # power_down_s = 0.05 in fast timings
-    assert sim.status_pin() == 0
+    assert powered_down(sim)  # power_down_s = 0.05 in fast timings
     probe.write("AT\r")
     assert probe.read_for(0.15) == b""
     assert sim.snapshot()["power_offs"] == {"pwrkey": 1}
@@ -127,8 +137,7 @@ def test_sim7600_long_press_powers_down_with_normal_power_down(make):
     assert "OK" in probe.cmd("AT")
     sim.pulse_pwrkey(0.25)
     probe.expect(rb"\r\nNORMAL POWER DOWN\r\n")
-    time.sleep(0.15)
-    assert sim.status_pin() == 0
+    assert powered_down(sim)
 
 
 def test_power_switch_kills_the_modem_at_once_and_pwrkey_revives_it(make):
@@ -161,8 +170,7 @@ def test_power_down_commands(make, dialect, command):
     else:
         m = probe.expect(rb"\r\nOK\r\n\r\nPOWERED DOWN\r\n")
     assert m
-    time.sleep(0.15)
-    assert sim.status_pin() == 0
+    assert powered_down(sim)
 
 
 # -- AT engine ---------------------------------------------------------------------------
@@ -417,7 +425,11 @@ def test_transcript_has_both_directions(make, tmp_path):
     probe.cmd("AT+CSQ")
     probe.write(b"\xff\xfe junk\r")  # not a command line: the modem stays silent
     probe.cmd("AT")
-    time.sleep(0.05)  # the log line is written just after the bytes reach the pty
+    # The log line is written just after the bytes reach the pty: wait for the last answer.
+    deadline = time.monotonic() + 5
+    while not read_transcript(sim.transcript_path)[-1]["data"].endswith("AT\r\r\nOK\r\n"):
+        assert time.monotonic() < deadline, read_transcript(sim.transcript_path)[-3:]
+        time.sleep(0.01)
     entries = read_transcript(sim.transcript_path)
     assert sim.transcript_path == tmp_path / "sim7600" / "at-sim7600.jsonl"
     assert {e["dir"] for e in entries} == {"rx", "tx"}

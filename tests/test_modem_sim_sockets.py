@@ -126,8 +126,8 @@ def test_simcom_socket_session_with_a_real_tcp_server(make, echo, dialect):
 
     # The prompt is '>' with no line end: nothing follows it until the payload is sent.
     probe.write("AT+CIPSEND=0,5\r")
-    time.sleep(0.05)
-    assert probe.read_for(0.05) == b"\r\n>"
+    assert probe.read_exact(3, timeout=5) == b"\r\n>"
+    assert probe.read_for(0.1) == b""
     probe.write(b"hello")
     probe.expect(rb"\r\nOK\r\n\r\n\+CIPSEND: 0,5,5\r\n")
     probe.expect(rb"\r\n\+CIPRXGET: 1,0\r\n")  # the echo came back from the server
@@ -160,7 +160,9 @@ def test_send_command_ended_with_cr_lf(make, echo, dialect):
     probe.expect(rb">")
     probe.write(b"hello")
     probe.expect(rb"\r\n(SEND )?OK\r\n")
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5  # the server's thread takes the bytes a moment later
+    while len(echo.received) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert bytes(echo.received) == b"hello"
 
 
@@ -215,8 +217,8 @@ def test_quectel_socket_session_with_a_real_tcp_server(make, echo):
     assert re.fullmatch(r'\r\n\+QIACT: 1,1,1,"[\d.]+"\r\n\r\nOK\r\n', probe.cmd("AT+QIACT?"))
 
     probe.write("AT+QISEND=0,5\r")
-    time.sleep(0.05)
-    assert probe.read_for(0.05) == b"\r\n> "
+    assert probe.read_exact(4, timeout=5) == b"\r\n> "
+    assert probe.read_for(0.1) == b""
     probe.write(b"hello")
     probe.expect(rb"\r\nSEND OK\r\n")
     probe.expect(rb'\r\n\+QIURC: "recv",0\r\n')

@@ -255,7 +255,11 @@ def test_invalid_secret_in_file_is_not_logged():
         write(path, b'{"mqtt_password": "topsecret\\u0007"}')
         cfg = Config.load(path)
         assert cfg["mqtt_password"] == ""
+        # The refusal is said (warning and log ring), without the value.
+        assert any("mqtt_password" in w for w in cfg.load_warnings), cfg.load_warnings
         assert "topsecret" not in " ".join(cfg.load_warnings)
+        said = [e[3] for e in log.recent() if "mqtt_password" in e[3]]
+        assert said and not any("topsecret" in m for m in said), said
 
 
 # -- atomic save: a crash at any step leaves the old or the new config --

@@ -56,7 +56,11 @@ def test_ladder_climbs_in_order_each_rung_twice_and_resets_on_success():
     link = ModemLink(modem, reset_mcu=lambda: resets.append(1))
     run(link.open_stream("broker", 1883))  # bring-up
     assert modem.calls[:4] == ["init", "configure", "wait_registered", "activate_pdp"]
-    _fail_and_reopen(link, 2 * len(LADDER))
+    climbed = []
+    for _ in range(2 * len(LADDER)):
+        _fail_and_reopen(link, 1)
+        climbed.append(link.last_recovery.split(" after ")[0])
+    assert climbed == [step for step in LADDER for _ in range(2)], climbed  # in order, twice
     for step in LADDER:
         assert link.counters[step] == 2, (step, link.counters)
     assert resets == [1, 1]  # the last rung resets the MCU

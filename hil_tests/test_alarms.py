@@ -296,10 +296,18 @@ def _hostile(vboard, mqtt, broker, dev, cs, cmd) -> None:
     mark = mqtt.mark()
     for topic, payload in answered + more:
         _publish(broker, topic, payload)
-    time.sleep(8)
-    answers = [m.json for m in mqtt.messages if m.topic == f"albatross/{dev}/config/reported"]
-    acks = [m.json for m in mqtt.messages if m.topic == f"albatross/{dev}/cmd/ack"]
-    by_id = {a["id"]: a for a in answers}
+    # Every one of the first six answered (or acked), with the retained command's refusal.
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        answers = [m.json for m in mqtt.messages if m.topic == f"albatross/{dev}/config/reported"]
+        acks = [m.json for m in mqtt.messages if m.topic == f"albatross/{dev}/cmd/ack"]
+        by_id = {a["id"]: a for a in answers}
+        unnamed = [a for a in answers if a["id"] is None]
+        acked = {a.get("id") for a in acks}
+        if {"u1", "t1", "r1"} <= set(by_id) and len(unnamed) >= 2 and {"c1", "c2"} <= acked:
+            break
+        assert time.monotonic() < deadline, (answers, acks, logs_of(vb))
+        time.sleep(0.2)
     assert "no_such_key" in by_id["u1"]["errors"] and "interval_s" in by_id["t1"]["errors"]
     assert "interval_s" in by_id["r1"]["errors"], by_id
     unnamed = [json.dumps(a["errors"]) for a in answers if a["id"] is None]

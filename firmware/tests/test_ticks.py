@@ -94,8 +94,10 @@ def test_sampling_keeps_its_interval_across_the_wrap():
     assert times[0] > WRAP - 1000 and times[-1] < 1000, times  # the wrap was crossed
     gaps = [ticks_diff(b, a) for a, b in zip(times, times[1:])]
     # A reading every 100 ms throughout: no burst (a gap near 0) and no stall (the device
-    # misreading a long-int deadline sleeps for days, or never stops catching up).
-    assert 9 <= len(times) <= 12, gaps
+    # misreading a long-int deadline sleeps for days, or never stops catching up). As many
+    # readings as the measured span holds (a loaded machine may start the loop late).
+    span = ticks_diff(times[-1], times[0])
+    assert len(times) >= 6 and abs(len(times) - 1 - span / 100) <= 1, (span, gaps)
     assert min(gaps) >= 50 and max(gaps) <= 250, gaps
 
 

@@ -1,4 +1,6 @@
-"""Each fault of the modem simulator has the effect a firmware would see on a real modem."""
+"""Each fault of the modem simulator has the effect a firmware would see on a real modem, and
+counts what it did (snapshot()["fault_effects"]), so a HIL test can tell a fault that acted
+from one that was switched on and did nothing."""
 
 from __future__ import annotations
 
@@ -58,6 +60,11 @@ def open_socket(dialect: str, probe: AtProbe, port: int) -> None:
         probe.expect(rb"\+CIPOPEN: 0,0\r\n")
 
 
+def effects(sim) -> dict[str, int]:
+    """The fault effects counted so far, without the zeros."""
+    return {k: n for k, n in sim.snapshot()["fault_effects"].items() if n}
+
+
 PDP_LOST = {
     "sim7600": rb"\r\n\+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY\r\n\r\n\+IPCLOSE: 0,2\r\n",
     "bg96": rb'\r\n\+QIURC: "pdpdeact",1\r\n',
@@ -73,6 +80,7 @@ def test_deregister_drops_registration_pdp_and_sockets(make, server, dialect):
     probe.expect(rb"\r\n\+CEREG: 2\r\n")
     probe.expect(PDP_LOST[dialect])
     assert server.eof.wait(2)  # the host connection went with the PDP context
+    assert effects(sim) == {"deregistrations": 1}
     assert "+CEREG: 1,2" in probe.cmd("AT+CEREG?")
     assert "deregister" in sim.faults()
     time.sleep(0.2)  # longer than the registration delay: still out while the fault lasts
@@ -99,6 +107,7 @@ def test_pdp_drop_sends_the_dialect_urc_and_kills_sockets(make, server, dialect)
     probe.expect(PDP_LOST[dialect])
     assert server.eof.wait(2)
     assert sim.faults() == {}  # one-shot
+    assert effects(sim) == {"pdp_drops": 1}
     if dialect == "bg96":
         assert probe.cmd("AT+QIACT?") == "\r\nOK\r\n"
         sim.fault("pdp_drop", persist=True)
@@ -120,6 +129,9 @@ def test_peer_close_fault(make, server, dialect, urc):
     sim.fault("peer_close")
     probe.expect(urc)
     assert server.eof.wait(2)
+    assert effects(sim) == {"peer_closes": 1}
+    sim.fault("peer_close")  # nothing open any more: nothing to close
+    assert effects(sim) == {"peer_closes": 1}
 
 
 def test_hang_survives_at_but_not_a_pwrkey_power_cycle(make):
@@ -129,6 +141,7 @@ def test_hang_survives_at_but_not_a_pwrkey_power_cycle(make):
     for _ in range(3):
         probe.write("AT\r")
         assert probe.read_for(0.1) == b""  # no echo, no answer
+    assert effects(sim) == {"hung_rx_bytes": 9}
     assert sim.status_pin() == 1  # it looks on
     sim.pulse_pwrkey(0.03)  # a short tap does nothing either
     assert probe.read_for(0.1) == b""
@@ -159,6 +172,7 @@ def test_slow_delays_every_answer(make):
     probe.expect(rb"\r\nOK\r\n", timeout=1)
     sim.fault("slow", on=False)
     assert probe.cmd("AT", timeout=0.2) == "\r\nOK\r\n"
+    assert effects(sim) == {"delayed_answers": 1}
     assert sim.imposed_delays()["slow"] == pytest.approx(0.25)
 
 
@@ -177,6 +191,9 @@ def test_garbage_between_lines(make):
     assert all(raw[r.end() : r.end() + 2] == b"\r\n" for r in runs)
     cleaned = bytes(b for b in raw if b < 0x80)
     assert cleaned == b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"
+    # Counted as sent: every run, every byte.
+    sent = sum(r.end() - r.start() for r in runs)
+    assert effects(sim) == {"garbage_bursts": len(runs), "garbage_bytes": sent}
 
 
 def test_urc_storm_while_commands_still_work(make):
@@ -189,8 +206,11 @@ def test_urc_storm_while_commands_still_work(make):
     urcs = re.findall(r"\r\n(\+CEREG: 1|\+CSQ: 20,99|\+CGEV: ME PDN ACT 8)\r\n", got)
     assert len(urcs) >= 6
     sim.fault("urc_storm", on=False)
-    probe.read_for(0.05)
+    got += probe.read_for(0.05).decode("latin-1")
     assert probe.read_for(0.1) == b""
+    stormed = re.findall(r"\r\n(\+CEREG: 1|\+CSQ: 20,99|\+CGEV: ME PDN ACT 8)\r\n", got)
+    # Every URC the storm sent was received (one +CSQ line is the command's own answer).
+    assert effects(sim) == {"storm_urcs": len(stormed) - 1}
 
 
 def test_cme_answers_the_chosen_command(make):
@@ -198,6 +218,7 @@ def test_cme_answers_the_chosen_command(make):
     sim.fault("cme", command="AT+CIPOPEN", code=3)
     assert probe.cmd('AT+CIPOPEN=0,"TCP","127.0.0.1",1883') == "\r\n+CME ERROR: 3\r\n"
     assert probe.cmd("AT+CSQ").endswith("OK\r\n")
+    assert effects(sim) == {"cme_answers": 1}
     assert sim.faults() == {"cme": {"rules": {"AT+CIPOPEN": 3}}}
     sim.fault("cme", on=False, command="AT+CIPOPEN")
     assert probe.cmd('AT+CIPOPEN=0,"TCP","127.0.0.1",1883') != "\r\n+CME ERROR: 3\r\n"
@@ -211,6 +232,7 @@ def test_no_sim(make):
     probe.expect(rb"\r\n\+CEREG: 0\r\n")
     assert probe.cmd("AT+CPIN?") == "\r\n+CME ERROR: 10\r\n"
     assert probe.cmd("AT+CEREG?") == "\r\n+CEREG: 1,0\r\n\r\nOK\r\n"
+    assert effects(sim) == {"sim_removals": 1, "sim_absent_answers": 1}
     sim.fault("no_sim", on=False)
     probe.expect(rb"\r\n\+CPIN: READY\r\n")
     probe.expect(rb"\r\n\+CEREG: 1\r\n", timeout=2)
@@ -225,6 +247,7 @@ def test_no_sim_at_boot_skips_the_sim_banners(make):
     assert b"SMS DONE" not in got and b"+CPIN: READY" not in got
     assert probe.cmd("AT+CPIN?").endswith("+CME ERROR: 10\r\n")
     assert "+CEREG: 0,0" in probe.cmd("AT+CEREG?")
+    assert effects(sim) == {"sim_removals": 1, "sim_absent_answers": 1}  # booted without it
 
 
 def test_registration_fault_sets_the_state(make):
@@ -234,6 +257,30 @@ def test_registration_fault_sets_the_state(make):
     probe.expect(rb"\r\n\+CEREG: 3\r\n")
     assert sim.faults() == {"registration": {"state": "denied"}}
     assert "+CGATT: 0" in probe.cmd("AT+CGATT?")
+    assert effects(sim) == {}  # the URC told it, the MCU did not ask yet
+    assert "+CEREG: 1,3" in probe.cmd("AT+CEREG?")
+    assert effects(sim) == {"registration_denials": 1}
     sim.fault("registration", on=False)
     probe.expect(rb"\r\n\+CEREG: 1\r\n")
     assert sim.faults() == {}
+
+
+@pytest.mark.parametrize("dialect", ["sim7600", "bg96"])
+def test_faults_with_nothing_to_act_on_count_nothing(make, dialect):
+    """Switched on, these faults find nothing to do: no socket to close, no data context to
+    drop, a powered-off modem to storm or to hang, no answer to garble or delay."""
+    sim, probe = make(dialect)
+    sim.fault("peer_close")
+    sim.fault("pdp_drop")
+    sim.fault("garbage", rate=0.0)
+    sim.fault("slow", delay_ms=200)
+    assert probe.read_for(0.1) == b""  # no command: nothing to delay
+    sim.fault("slow", on=False)
+    assert "OK" in probe.cmd("AT+CSQ")
+    sim.set_power(False)
+    sim.fault("urc_storm", interval_ms=10)
+    sim.fault("hang")
+    time.sleep(0.1)
+    probe.write("AT\r")  # to a modem without power: lost, but not to a hang
+    assert probe.read_for(0.1) == b""
+    assert effects(sim) == {}

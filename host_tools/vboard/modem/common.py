@@ -108,6 +108,8 @@ class Dialect:
     def reg_line(self, name: str, n: int, *, urc: bool = False) -> str:
         """+CREG/+CGREG/+CEREG as an answer to the read command or as a URC."""
         m = self.m
+        if m.stat == 3 and not urc:
+            m.effects["registration_denials"] += 1
         parts = [str(m.stat)] if urc else [str(n), str(m.stat)]
         if n >= 2 and m.registered:
             net = m.network
@@ -201,6 +203,8 @@ class Dialect:
         if self.m.sim == "busy":
             raise CmeError(14)
         if self.m.sim != "ready":
+            if "no_sim" in self.m.faults:
+                self.m.effects["sim_absent_answers"] += 1
             raise CmeError(10)
 
     @at("+CPIN")

@@ -36,6 +36,24 @@ BOOTING = "booting"
 ON = "on"
 POWERING_DOWN = "powering_down"
 
+# What each fault did, counted in Modem.effects (the bench's `modem` snapshot: "fault_effects"),
+# so a test can tell a fault that acted from one that was switched on and did nothing.
+EFFECTS = (
+    "peer_closes",  # peer_close: links whose peer closed (+IPCLOSE / +QIURC "closed" sent)
+    "pdp_drops",  # pdp_drop: data contexts (or socket services) dropped while up
+    "deregistrations",  # deregister: registrations taken away (registered -> 2 or 0)
+    "hung_rx_bytes",  # hang: bytes from the MCU a hung modem ignored
+    "hung_frames",  # hang: answers and URCs a hung modem did not send
+    "delayed_answers",  # slow: final answers sent late
+    "garbage_bursts",  # garbage: bursts of invalid bytes put between frames
+    "garbage_bytes",  # garbage: their bytes
+    "storm_urcs",  # urc_storm: URCs the storm sent
+    "sim_removals",  # no_sim: a ready SIM pulled from a running modem (+ boots without it)
+    "sim_absent_answers",  # no_sim: commands answered +CME ERROR: 10 (SIM not inserted)
+    "cme_answers",  # cme: commands answered with the rule's +CME ERROR
+    "registration_denials",  # registration: +CxREG? answers "denied" (the MCU asked again)
+)
+
 # Handler results besides None (= go on, OK at the end).
 PENDING = object()  # the handler answers later through Modem.resume()
 NO_FINAL = object()  # the answer has no final result code (SIMCom NORMAL POWER DOWN)
@@ -151,6 +169,7 @@ class Modem:
         self.rng = random.Random(0)
         # Counters
         self.commands: Counter[str] = Counter()
+        self.effects: Counter[str] = Counter(dict.fromkeys(EFFECTS, 0))
         self.gnss: GnssSim | None = None  # the module's GNSS (modem/gnss_at.py), if any
         self._reset_state()
 
@@ -212,10 +231,14 @@ class Modem:
     def send_frame(self, data: bytes) -> None:
         """A whole answer or URC; garbage (fault) may only appear between such frames."""
         if not self.can_talk():
+            if self.power != OFF:
+                self.effects["hung_frames"] += 1
             return
         garbage = self.faults.get("garbage")
         if garbage and self.rng.random() < garbage["rate"]:
             count = self.rng.randint(1, garbage["max_len"])
+            self.effects["garbage_bursts"] += 1
+            self.effects["garbage_bytes"] += count
             # Lone continuation bytes and 0xF8..0xFF are never valid UTF-8.
             pool = list(range(0x80, 0xC0)) + list(range(0xF8, 0x100))
             self.host.uart_write(bytes(self.rng.choice(pool) for _ in range(count)))
@@ -310,6 +333,8 @@ class Modem:
                 self.start_registration()
             else:
                 self.sim = "absent"
+                if "no_sim" in self.faults:
+                    self.effects["sim_removals"] += 1
                 if self.dialect.no_sim_urc:
                     self.urc(self.dialect.no_sim_urc)
             return
@@ -368,6 +393,8 @@ class Modem:
 
     def on_rx(self, data: bytes) -> None:
         if self.power != ON or self.hung:
+            if self.hung and self.power != OFF:
+                self.effects["hung_rx_bytes"] += len(data)
             return  # booting, powering down or hung: bytes are lost
         for b in data:
             if self.power != ON or self.hung:
@@ -429,6 +456,7 @@ class Modem:
             self.commands[cmd.at_name] += 1
             rule = self.cme_rules.get(cmd.at_name)
             if rule is not None:
+                self.effects["cme_answers"] += 1
                 self._complete(cme_line(rule, max(1, self.settings.cmee)))
                 return
             handler = self.dialect.handler(cmd.name)
@@ -478,6 +506,7 @@ class Modem:
                 self._execute(self.pending_lines.popleft())
 
         if delay > 0:
+            self.effects["delayed_answers"] += 1
             self.network.ledger.add("slow", delay)
             self.later(delay, emit)
         else:

@@ -16,7 +16,8 @@ byte by byte, exactly as to a real modem; the bench drives the modem's pins. API
     sim.faults()                      # {name: params} of the active faults
     sim.set_signal(rssi=10)           # network: also set_registration(), set_registration_delay()
     sim.network                       # the Network model (network.py) for anything else
-    sim.snapshot()                    # counters: commands, bytes, awake time, power cycles, ...
+    sim.snapshot()                    # counters: commands, bytes, awake time, power cycles,
+                                      # fault_effects (what each fault did: core.EFFECTS)
     sim.imposed_delays()              # simulated waits by kind (boot, registration, pdp, ...)
     sim.transcript_path               # workdir/at-<dialect>.jsonl (transcript.py)
     sim.imei, sim.iccid               # deterministic per (dialect, workdir) unless seed= given
@@ -286,6 +287,8 @@ class ModemSimulator:
         m.faults["deregister"] = {"stat": stat, "duration_s": p["duration_s"]}
         m.cancel_registration()
         if m.power == ON and m.sim == "ready" and m.settings.cfun == 1:
+            if m.registered:
+                m.effects["deregistrations"] += 1
             m.set_stat(stat)
         if p["duration_s"] is not None:
             gen = self._dereg_gen
@@ -304,6 +307,8 @@ class ModemSimulator:
         if p["persist"]:
             m.faults["pdp_drop"] = {"persist": True}
         if m.power == ON:
+            if m.pdp_active or m.links or m.netopen != "closed":
+                m.effects["pdp_drops"] += 1
             m.lose_pdp()
 
     def _fault_peer_close(self, on: bool, p: dict) -> None:
@@ -318,6 +323,7 @@ class ModemSimulator:
             self._loop.unwatch_link(link)
             link.close()
             link.state = "peer_closed"
+            m.effects["peer_closes"] += 1
             m.dialect.peer_closed(link)
 
     def _fault_hang(self, on: bool, p: dict) -> None:
@@ -354,10 +360,11 @@ class ModemSimulator:
         def tick() -> None:
             if gen != self._storm_gen:
                 return
-            if m.power == ON:
+            if m.power == ON and m.can_talk():
                 choices = m.dialect.storm_urcs()
                 for _ in range(burst):
                     m.urc(m.rng.choice(choices))
+                m.effects["storm_urcs"] += burst
             self._loop.call_later(interval, tick)
 
         self._loop.call_later(interval, tick)
@@ -387,6 +394,7 @@ class ModemSimulator:
             m.faults["no_sim"] = {}
             if m.sim == "ready":
                 m.sim = "absent"
+                m.effects["sim_removals"] += 1
                 if m.dialect.no_sim_urc:
                     m.urc(m.dialect.no_sim_urc)
                 m.cancel_registration()
@@ -430,6 +438,7 @@ class ModemSimulator:
                 "power_cycles": m.boots,
                 "power_offs": dict(m.power_offs),
                 "faults": self.faults(),
+                "fault_effects": dict(m.effects),
                 "delays": self.network.ledger.totals(),
                 "registration": m.stat,
                 "pdp_active": m.pdp_active,

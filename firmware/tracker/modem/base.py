@@ -109,7 +109,7 @@ class Modem(Network):
                 " cfun_cycles unexpected_resets registration_changes pdp_activations"
                 " pdp_failures pdp_losses socket_opens socket_failures socket_closes"
                 " peer_closes bytes_sent bytes_received sends reads polls settings_written"
-                " status_pin_mismatch"
+                " status_pin_mismatch socket_ms"
             ).split()
         }
         self._reg = {}  # domain ("CEREG") -> last <stat>

@@ -22,6 +22,16 @@ RAIL = "rail_cycle"
 MCU = "mcu_reset"
 LADDER = (RECONNECT, PDP, CFUN, POWER, RAIL, MCU)
 
+# The counters the retained status carries (the rest stay on the device for the CLI): what
+# shows a field modem's faults from afar -- garbled lines, URCs nobody handles, the peer or
+# the network closing, registration lost, reboots, and how long socket commands take
+# (socket_ms over sends + reads: a modem grown slow).
+_AT_REPORTED = ("commands", "timeouts", "errors", "urcs", "unknown_urcs", "garbage_lines")
+_MODEM_REPORTED = (
+    "registration_changes pdp_losses peer_closes socket_failures power_cycles"
+    " unexpected_resets sends reads socket_ms"
+).split()
+
 
 class ModemLink:
     STEP_TRIES = 2
@@ -90,7 +100,8 @@ class ModemLink:
             "info": m.info,
             # STATUS pin readings AT proved wrong (modem.py): non-zero means check board.json.
             "status_pin_mismatch": m.counters["status_pin_mismatch"],
-            "at": {k: m.at.counters[k] for k in ("commands", "timeouts", "errors", "urcs")},
+            "at": {k: m.at.counters[k] for k in _AT_REPORTED},
+            "modem": {k: m.counters[k] for k in _MODEM_REPORTED},
         }
 
     # ---- internals -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tracker.modem.families import (
 )
 
 _TAG = "modem"
+_MS_WRAP = 0x3FFFFFFF  # socket_ms wraps here: a small int on a 32-bit port never allocates
 
 
 class NotSupported(ModemError):
@@ -310,6 +311,12 @@ class ModemSocket:
         self.lost = True
         self._ev.set()
 
+    def _took(self, t0):
+        # Milliseconds in socket commands (the AT lock's wait included), so socket_ms over
+        # sends + reads shows how long the modem takes to answer them.
+        c = self._m.counters
+        c["socket_ms"] = (c["socket_ms"] + _diff(_now(), t0)) & _MS_WRAP
+
     def _broken(self, err):
         self.error = err
         self._ev.set()
@@ -335,10 +342,12 @@ class ModemSocket:
                 raise SocketClosed("link %d: %s" % (self.link, self.error))
             if self._pending or self.peer_closed:
                 self._pending = False  # a URC during the read sets it again
+                t0 = _now()
                 try:
                     got, more = await m._recv(self.link, self._rx)
                 except ModemError as e:
                     raise self._broken(e)
+                self._took(t0)
                 m.counters["reads"] += 1
                 m.counters["bytes_received"] += got
                 self._r, self._w = 0, got
@@ -369,10 +378,12 @@ class ModemSocket:
                 why = self.error or ("closed" if self.closed else "lost" if self.lost else "peer")
                 raise SocketClosed("link %d: %s" % (self.link, why))
             k = self._fill()
+            t0 = _now()
             try:
                 await m._send(self.link, self._txmv[:k])
             except ModemError as e:
                 raise self._broken(e)
+            self._took(t0)
             m.counters["sends"] += 1
             m.counters["bytes_sent"] += k
 

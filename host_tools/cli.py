@@ -716,16 +716,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="control a running virtual board's bench")
     p.add_argument("name", help="the vboard's --name (or device id)")
-    p.add_argument(
-        "op",
-        help="set | fault | status | snapshot | modem | signal | registration | gnss | reset | "
-        "power-cut",
-    )
+    p.add_argument("op", help=" | ".join(BENCH_OPS))
     p.add_argument(
         "args",
         nargs="*",
-        help="e.g. temperature=21.5 | i2c_crc on count=3 | gnss_corrupt on rate=0.5 | "
-        "gnss route FILE | gnss park | gnss drive",
+        help="set KEY=VALUE... | fault FAULT [on|off] [KEY=VALUE...] | signal rssi=N | "
+        "registration STATE | reset [hard|soft|watchdog|brownout] | power-cut [OFF_SECONDS] | "
+        "gnss [park | drive | route FILE]; values are typed: 3, 0x44, 0.2, true, none, text",
     )
     p.add_argument("--workdir", type=Path, help="the vboard's --workdir, if it set one")
     p.add_argument("--json", action="store_true", help="one-line JSON output")

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import serial
 
-from hil_tests.conftest import logs_of
+from hil_tests.plugin.vboards import logs_of
 from host_tools.console import protocol
 from host_tools.vboard.runner import VirtualBoard
 
@@ -32,9 +34,32 @@ def render(segment: bytes) -> str:
 
 
 class Console:
-    def __init__(self, vb: VirtualBoard) -> None:
-        self.vb = vb
-        self.port = serial.serial_for_url(vb.console_path, baudrate=115200, timeout=0.05)
+    """The console of a virtual board (`Console(vb)`) or of any board at a serial URL
+    (`Console("/dev/ttyUSB0", name="desk-1", record=path)`: what it prints is also appended
+    to `record`, the console log a real board does not keep itself)."""
+
+    def __init__(
+        self,
+        board: VirtualBoard | str,
+        *,
+        name: str | None = None,
+        record: Path | None = None,
+        logs: Callable[[], str] | None = None,
+    ) -> None:
+        if isinstance(board, VirtualBoard):
+            self.vb: VirtualBoard | None = board
+            url = board.console_path
+            self.name = name or board.name
+            self._logs = logs or (lambda: logs_of(board))
+        else:
+            self.vb = None
+            url = board
+            self.name = name or board
+            self._logs = logs or (lambda: str(record) if record else "(no console log kept)")
+        self.url = url
+        # Exclusive: a second reader (mpremote, a terminal) would take half of every reply.
+        self.port = serial.serial_for_url(url, baudrate=115200, timeout=0.05, exclusive=True)
+        self._record = record.open("ab") if record else None
         self._buf = bytearray()
         self._cond = threading.Condition()
         self._closing = threading.Event()
@@ -50,6 +75,9 @@ class Console:
             except (serial.SerialException, OSError):
                 return
             if data:
+                if self._record is not None:
+                    self._record.write(data)
+                    self._record.flush()
                 with self._cond:
                     self._buf += data
                     self._cond.notify_all()
@@ -59,6 +87,8 @@ class Console:
         self._closing.set()
         self._thread.join(timeout=2)
         self.port.close()
+        if self._record is not None:
+            self._record.close()
 
     def __enter__(self) -> Console:
         return self
@@ -88,7 +118,8 @@ class Console:
     def failure(self, what: str, start: int = 0) -> AssertionError:
         tail = self.raw(start)[-1500:]
         return AssertionError(
-            f"{what}; the console showed (last 1500 bytes):\n{tail!r}\nlogs: {logs_of(self.vb)}"
+            f"{what}; {self.name}'s console showed (last 1500 bytes):\n{tail!r}\n"
+            f"logs: {self._logs()}"
         )
 
     def wait_for(self, text: str, timeout: float = 10.0, *, after: int = 0, count: int = 1) -> int:

@@ -9,6 +9,7 @@ BROKER_STAMP := $(VENV)/.broker-stamp
 RUNTIME := $(BIN)/micropython-esp32
 RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/runtime/build.py \
   host_tools/vboard/rom/*.py)
+TEST_OUT := build/test-output
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-quick lint bench soak clean
@@ -16,7 +17,7 @@ RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/
 help:
 	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
 	@echo "make demo        a virtual tracker reports to a local MQTT broker (DEMO_S=seconds)"
-	@echo "make test        the whole test suite"
+	@echo "make test        the whole test suite, then the serial HIL target on virtual boards"
 	@echo "make test-quick  unit tests only (no HIL scenarios): about a minute"
 	@echo "make lint        ruff check + ruff format --check"
 	@echo "make bench       albatross benchmark"
@@ -72,8 +73,15 @@ demo: setup
 
 # Four workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
 # overlap well even on two cores; the whole suite then takes about 10 minutes instead of 25.
+# Then the real-board path (hil_tests/plugin/ci.py): the serial target against virtual
+# boards reached only through their serial ports. JUnit XML and logs: $(TEST_OUT).
 test: setup
-	$(BIN)/python -m pytest -n 4
+	@mkdir -p $(TEST_OUT)
+	@echo "$(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml"; \
+	  $(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml; main=$$?; \
+	  echo "--- the real-board path: --target serial on virtual boards"; \
+	  $(BIN)/python -m hil_tests.plugin.ci serial --out $(TEST_OUT); hil=$$?; \
+	  test $$main = 0 && test $$hil = 0
 
 test-quick: setup
 	$(BIN)/python -m pytest -n 3 -m "not slow and not hil"

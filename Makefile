@@ -9,19 +9,26 @@ BROKER_STAMP := $(VENV)/.broker-stamp
 RUNTIME := $(BIN)/micropython-esp32
 RUNTIME_SRC := $(wildcard host_tools/vboard/runtime/variant/* host_tools/vboard/runtime/build.py \
   host_tools/vboard/rom/*.py)
+# labgrid (board farms, docs/hil.md) in a venv of its own that also sees .venv's packages:
+# labgrid depends on pyserial-labgrid, which overwrites pyserial's files (its RFC 2217 client
+# skips repeated DTR/RTS requests), so it stays out of .venv. Same pin as pyproject's extra.
+LABGRID := labgrid==26.0.1
+LG_VENV := $(VENV)/labgrid
+LG_STAMP := $(LG_VENV)/.stamp
 TEST_OUT := build/test-output
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-quick lint bench soak clean
+.PHONY: help setup labgrid demo test test-quick lint bench soak clean
 
 help:
 	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
 	@echo "make demo        a virtual tracker reports to a local MQTT broker (DEMO_S=seconds)"
-	@echo "make test        the whole test suite, then the serial HIL target on virtual boards"
+	@echo "make test        the whole test suite, then the serial and labgrid HIL targets"
 	@echo "make test-quick  unit tests only (no HIL scenarios): about a minute"
 	@echo "make lint        ruff check + ruff format --check"
 	@echo "make bench       albatross benchmark"
 	@echo "make soak        the 30-minute PSRAM-less fit scenario (hil_tests/test_fit.py)"
+	@echo "make labgrid     $(LG_VENV): labgrid for --target labgrid (docs/hil.md)"
 	@echo "make clean       remove $(VENV) and caches"
 
 setup: $(STAMP) $(BROKER_STAMP) $(RUNTIME)
@@ -68,19 +75,29 @@ $(RUNTIME): $(RUNTIME_SRC) | $(STAMP)
 	@$(BIN)/python -m host_tools.vboard.runtime.build --out $@ && touch $@ || \
 	  echo "note: the 32-bit runtime could not be built; the virtual board uses the 64-bit one"
 
+$(LG_STAMP): | $(STAMP)
+	@test -x $(LG_VENV)/bin/python || $(BIN)/python -m venv $(LG_VENV)
+	@$(LG_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >$(LG_VENV)/.purelib
+	@echo "import site; site.addsitedir('$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+	  >"$$(cat $(LG_VENV)/.purelib)/albatross-venv.pth"
+	$(LG_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(LABGRID)'
+	@touch $@
+
+labgrid: $(LG_STAMP)
+
 demo: setup
 	$(BIN)/albatross demo $(if $(DEMO_S),--seconds $(DEMO_S))
 
 # Four workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
 # overlap well even on two cores; the whole suite then takes about 10 minutes instead of 25.
-# Then the real-board path (hil_tests/plugin/ci.py): the serial target against virtual
-# boards reached only through their serial ports. JUnit XML and logs: $(TEST_OUT).
-test: setup
+# Then the real-board path (hil_tests/plugin/ci.py): the serial and labgrid targets against
+# virtual boards reached only through their serial ports. JUnit XML and logs: $(TEST_OUT).
+test: setup $(LG_STAMP)
 	@mkdir -p $(TEST_OUT)
 	@echo "$(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml"; \
 	  $(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml; main=$$?; \
-	  echo "--- the real-board path: --target serial on virtual boards"; \
-	  $(BIN)/python -m hil_tests.plugin.ci serial --out $(TEST_OUT); hil=$$?; \
+	  echo "--- the real-board path: --target serial and --target labgrid on virtual boards"; \
+	  $(BIN)/python -m hil_tests.plugin.ci --out $(TEST_OUT); hil=$$?; \
 	  test $$main = 0 && test $$hil = 0
 
 test-quick: setup

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "test-output")
     parser.add_argument("--pytest", action="append", default=[], help="an extra pytest argument")
     args = parser.parse_args(argv)
-    names = args.runs or ["serial"]
+    names = args.runs or ["serial", "labgrid"]
     unknown = sorted(set(names) - set(TESTS))
     if unknown:
         parser.error(f"unknown run {unknown[0]!r}: choose serial, labgrid")

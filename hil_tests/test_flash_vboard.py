@@ -96,6 +96,7 @@ def test_flash_provisions_boots_and_reports(
     )
 
 
+@pytest.mark.bench  # it starts its own virtual board: nothing to do on a real bench
 def test_a_new_user_runs_albatross_vboard_then_albatross_flash(tmp_path: Path) -> None:
     """The two commands as a user types them, each its own process (console scripts, with
     the venv's bin/ first on sys.path): a new virtual board, then one command flashes,

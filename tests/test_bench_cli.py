@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,7 +215,7 @@ def board() -> Iterator[Board]:
     try:
         until(
             "the vboard's bench answering `albatross bench NAME status`",
-            lambda: proc.poll() is None and b.bench(["status"]).returncode,
+            lambda: b.bench(["status"]).returncode,
             lambda rc: rc == 0 or proc.poll() is not None,
             START_S,
         )
@@ -229,6 +230,7 @@ def board() -> Iterator[Board]:
             proc.wait()
         log.close()
         broker.stop()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 # -- what each README line must visibly do ----------------------------------------------------

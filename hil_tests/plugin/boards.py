@@ -250,22 +250,25 @@ class Board:
         return _tail("\n".join(out))
 
     def _broker_log(self) -> str:
-        prefix = f"albatross/{self.device_id}/"
-        traffic = [
-            f"{m.at:10.3f} {m.topic} {m.payload[:300]!r}"
-            for m in self.mqtt.messages[:]
-            if m.topic.startswith(prefix)
-        ]
-        text = f"MQTT traffic of {self.device_id} seen by the test:\n" + (
-            _tail("\n".join(traffic)) if traffic else "(none)"
-        )
-        if self.broker_log is not None and self.broker_log.exists():
-            lines = self.broker_log.read_text(errors="replace").splitlines()
-            mine = [line for line in lines if self.device_id in line]
-            text += f"\n{self.broker_log} (lines naming {self.device_id}):\n" + _tail(
-                "\n".join(mine) or "(none)"
-            )
-        return text
+        return broker_log_text(self.device_id, self.mqtt, self.broker_log)
+
+
+def broker_log_text(device_id: str, mqtt: MqttWatch | None, log: Path | None) -> str:
+    """The device's MQTT traffic as the test saw it, and the broker log's lines naming it."""
+    prefix = f"albatross/{device_id}/"
+    traffic = [
+        f"{m.at:10.3f} {m.topic} {m.payload[:300]!r}"
+        for m in (mqtt.messages[:] if mqtt is not None else [])
+        if m.topic.startswith(prefix)
+    ]
+    text = f"MQTT traffic of {device_id} seen by the test:\n" + (
+        _tail("\n".join(traffic)) if traffic else "(none)"
+    )
+    if log is not None and log.exists():
+        lines = log.read_text(errors="replace").splitlines()
+        mine = [line for line in lines if device_id in line]
+        text += f"\n{log} (lines naming {device_id}):\n" + _tail("\n".join(mine) or "(none)")
+    return text
 
 
 def _tail(text: str, n: int = REPORT_TAIL) -> str:

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 RELAY = ROOT / "hil_tests" / "benches" / "vboard_relay.py"
 START_S = 60.0  # `albatross vboard` up, its console path printed
+RUN_TIMEOUT_S = 900  # a run that hangs fails make test instead of holding it up for ever
 # What each run types at its boards. The serial run takes every test that does not need the
 # simulator; the labgrid run, on two boards in parallel, the board tests (and the bench-file
 # checks, whose labgrid example needs labgrid).
@@ -187,9 +188,14 @@ def execute(run: Run, log: Path, extra: list[str]) -> None:
         with log.open("w") as out:
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
-            code = subprocess.run(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-            ).returncode
+            try:
+                code = subprocess.run(
+                    cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    timeout=RUN_TIMEOUT_S, check=False,
+                ).returncode  # fmt: skip
+            except subprocess.TimeoutExpired:
+                run.summary = f"hil-{run.name}: FAILED: still running after {RUN_TIMEOUT_S} s"
+                return
     finally:
         stop(run)
         broker.stop()
@@ -207,7 +213,7 @@ def execute(run: Run, log: Path, extra: list[str]) -> None:
     )
     for why, n in skip_reasons(junit).items():
         run.summary += f"\n  skipped {n}: {why}"
-    if code == 0 and ran == 0:
+    if ran == 0:
         run.summary += "\n  FAILED: no test ran"
     run.ok = code == 0 and ran > 0
 

@@ -188,7 +188,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if report.failed and report.when in ("setup", "call") and boards:
         names = ", ".join(b.name for b in boards)
         item.user_properties.append(("boards", names))
-        sections = [s for b in boards for s in _sections(b)]
+        watch = item.funcargs.get("mqtt") if hasattr(item, "funcargs") else None
+        sections = [s for b in boards for s in _sections(b, watch)]
         longrepr = report.longrepr
         if hasattr(longrepr, "addsection"):
             for title, text in sections:
@@ -199,17 +200,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
-def _sections(board: Board | VirtualBoard) -> list[tuple[str, str]]:
+def _sections(board: Board | VirtualBoard, watch: object) -> list[tuple[str, str]]:
     try:
         if isinstance(board, Board):
             return board.report_sections()
-        return _vboard_sections(board)
+        return _vboard_sections(board, watch if isinstance(watch, MqttWatch) else None)
     except Exception as e:  # a report must not hide the test's own failure
         return [(f"board {board.name}: logs", f"could not be read: {e!r}")]
 
 
-def _vboard_sections(vb: VirtualBoard) -> list[tuple[str, str]]:
-    from hil_tests.plugin.boards import _tail
+def _vboard_sections(vb: VirtualBoard, watch: MqttWatch | None) -> list[tuple[str, str]]:
+    """A board of the `vboard` fixture: its console log, AT transcript and broker log."""
+    from hil_tests.plugin.boards import _tail, broker_log_text
 
     out = [(f"board {vb.name}: console log", _tail(vb.console_text()))]
     if vb.modem:
@@ -218,6 +220,9 @@ def _vboard_sections(vb: VirtualBoard) -> list[tuple[str, str]]:
         out.append((f"board {vb.name}: AT transcript", f"{path}\n{_tail(text)}"))
     else:
         out.append((f"board {vb.name}: AT transcript", "(no modem: host TCP)"))
+    device_id = str(vb.config.get("device_id") or vb.name)
+    log = getattr(vb, "hil_broker_log", None)
+    out.append((f"board {vb.name}: broker log", broker_log_text(device_id, watch, log)))
     return out
 
 
@@ -267,6 +272,7 @@ class _RecordingFactory(VboardFactory):
             return super().__call__(**kwargs)  # type: ignore[arg-type]
         finally:
             for vb in self.boards[before:]:
+                vb.hil_broker_log = self.broker.log_path  # type: ignore[attr-defined]
                 _used(self._request, vb)
 
 

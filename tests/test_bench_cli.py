@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from host_tools.broker import start_broker
-from host_tools.vboard.bench_client import BenchClient
+from host_tools.vboard.bench_client import BenchClient, BenchError
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -409,6 +409,9 @@ def check_power_cut(b: Board, words: list[str]) -> None:
         EFFECT_S,
     )
     assert status["last_reset"] == "power_on"
+    # Counted as the bench's cut of the supply, not as a cut inside a flash operation.
+    assert status["supply_cuts"] == before["supply_cuts"] + 1
+    assert status["power_cuts"] == before["power_cuts"]
     until("the board running again", lambda: b.status()["chip"], "running".__eq__, EFFECT_S)
 
 
@@ -526,6 +529,11 @@ def test_readme_bench_lines_work_as_typed_and_bad_input_is_refused(board: Board)
         assert after["pid"] == before["pid"] is not None, words  # the board lives on, not reset
         assert after["resets"] == before["resets"], words
         assert client.faults() == faults_before, words
+    # The Python API refuses a reset kind the chip has not, and the board lives on.
+    before = client.call("status")
+    with pytest.raises(BenchError, match="reset kind 'sideways'"):
+        client.call("reset", kind="sideways")
+    assert client.call("status")["pid"] == before["pid"]
 
     # Then every line of the README.
     lines = readme_bench_lines()

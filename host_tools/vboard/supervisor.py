@@ -54,6 +54,9 @@ RTC_KEPT = (HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET)
 BROWNOUT_RESET = -1
 RTC_BROWN_OUT_RESET = 15
 RESET_NAMES[BROWNOUT_RESET] = "brownout"
+# What the bench's reset can do (`albatross bench NAME reset KIND`).
+RESET_KINDS = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET,
+               "brownout": BROWNOUT_RESET}  # fmt: skip
 
 CTRL_C = 3
 CONSOLE_BAUD = 115200  # UART0: the ROM's and MicroPython's REPL rate
@@ -111,7 +114,8 @@ class BoardStats:
     unexpected_exits: int = 0
     programs: int = 0
     erases: int = 0
-    power_cuts: int = 0
+    power_cuts: int = 0  # cuts inside a flash operation (cut_after)
+    supply_cuts: int = 0  # the supply cut from the bench (power_cut), between flash operations
     erases_per_block: dict[int, int] = field(default_factory=dict)
     # Flash operations per tag (what file operation each belonged to), counted on a boot
     # with tags on (ALBATROSS_FLASH_TAGS; see rom/_vblockdev.py).
@@ -246,6 +250,8 @@ class Supervisor:
     def reset(self, kind: str = "hard") -> None:
         """kind: hard | soft | watchdog | brownout (the supply dipped: the chip resets at
         once, as on a power cut, and reports a power-on reset its RTC says was a brown-out)."""
+        if kind not in RESET_KINDS:
+            raise ValueError(f"reset kind {kind!r}: one of {', '.join(RESET_KINDS)}")
         self._command("reset", kind)
 
     def power_cut(self, off_s: float = 0.2) -> None:
@@ -292,6 +298,7 @@ class Supervisor:
                     "max_erases_per_block": max(self.stats.erases_per_block.values(), default=0),
                 },
                 "power_cuts": self.stats.power_cuts,
+                "supply_cuts": self.stats.supply_cuts,
                 "cuts": [dict(c) for c in self.stats.cuts[-50:]],
                 "ops_by_tag": dict(self.stats.ops_by_tag),
                 "heap": self.heap,
@@ -386,13 +393,12 @@ class Supervisor:
                 self._kill_child()
                 self._restart_at = None
             elif name == "power_cut":
+                self.stats.supply_cuts += 1
                 self._event("power cut")
                 self._kill_child()
                 self._restart(PWRON_RESET, "friendly", delay=float(arg))
             elif name == "reset":
-                cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "watchdog": WDT_RESET,
-                         "brownout": BROWNOUT_RESET}[arg]  # fmt: skip
-                self._restart(cause, "friendly", delay=0)
+                self._restart(RESET_KINDS[arg], "friendly", delay=0)
             elif name == "pins":
                 self._on_pins(*arg)  # type: ignore[misc]
             elif name == "rx":

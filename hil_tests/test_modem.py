@@ -408,7 +408,7 @@ DENIED_ANSWERS_FOR_A_RETRY = 4
 
 @pytest.mark.slow
 @pytest.mark.compat(fault="modem_registration_denied")
-@pytest.mark.parametrize("dialect", ["sim7600", "bg96"])
+@pytest.mark.parametrize("dialect", DIALECTS)
 def test_denied_registration_is_reported_and_retried(
     vboard: VboardFactory,
     mqtt: MqttWatch,

@@ -90,3 +90,29 @@ def test_a_modem_that_does_not_answer_is_power_cycled_at_once():
     run(main())
     assert link.counters["power_cycle"] == 1 and link.counters["reconnect"] == 0
     assert modem.calls[0] == "power_cycle"
+
+
+def test_a_data_context_the_modem_reported_lost_is_reactivated_without_reconnecting_first():
+    modem = FakeModem()
+    link = ModemLink(modem)
+    run(link.open_stream("broker", 1883))
+    modem.pdp_active = False  # its URC said the context is gone
+    modem.calls.clear()
+    _fail_and_reopen(link, 1)
+    assert link.last_recovery == "reactivate_pdp after test"
+    assert link.counters["reconnect"] == 0 and link.counters["reactivate_pdp"] == 1
+    assert modem.calls[:2] == ["deactivate_pdp", "init"]
+    assert "activate_pdp" in modem.calls
+    # Still failing: the ladder goes on from there (the rung's second try, then CFUN).
+    _fail_and_reopen(link, 2)
+    assert link.counters["reactivate_pdp"] == 2 and link.counters["cfun_cycle"] == 1
+    assert link.counters["reconnect"] == 0
+
+
+def test_a_lost_session_with_the_data_context_up_starts_with_a_reconnect():
+    modem = FakeModem()
+    link = ModemLink(modem)
+    run(link.open_stream("broker", 1883))
+    _fail_and_reopen(link, 1)
+    assert link.last_recovery == "reconnect after test"
+    assert link.counters["reactivate_pdp"] == 0

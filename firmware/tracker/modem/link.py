@@ -5,7 +5,8 @@
 #   -> modem power rail cycle (where the board can) -> MCU reset
 #
 # Each step is tried STEP_TRIES times before the next; a modem that no longer answers AT
-# skips straight to the power cycle (nothing softer can help it). Only a PUBACK proves the
+# skips straight to the power cycle (nothing softer can help it), and a data context the
+# modem reported lost starts at its re-activation. Only a PUBACK proves the
 # path works (session_up); "connected" flags and SEND OK prove nothing.
 from tracker import log
 from tracker.aio import sleep_ms, ticks_diff, ticks_ms
@@ -61,7 +62,13 @@ class ModemLink:
 
     async def open_stream(self, host, port):
         if self.failures:
-            await self._recover(self._step())
+            step = self._step()
+            if step == RECONNECT and self._up and not self.modem.pdp_active:
+                # The modem said the data context is gone (its URC): a new socket cannot
+                # help, so the ladder starts at the rung that re-activates it.
+                self.failures = self.STEP_TRIES * LADDER.index(PDP) + 1
+                step = PDP
+            await self._recover(step)
         if not self._up:
             await self._bring_up()
         self._close_socket()

@@ -48,7 +48,12 @@ TESTS = {
     ],
     "labgrid": ["hil_tests/test_board.py", "hil_tests/test_bench_yaml.py"],
 }
-BOARDS = {"serial": 2, "labgrid": 2}
+BOARDS = {"serial": 3, "labgrid": 2}
+# Set at provisioning, as a bench sets a test run's cadence. Not the default 60 s: lowering
+# interval_s at run time to a test's 1 s while the last reading is more than ~12 s old makes
+# the firmware's sampling watch (tracker/watchdog.py set_limit keeps the old stall clock)
+# declare the sampler hung and let the watchdog reset the board.
+BENCH_CONFIG = {"interval_s": 5}
 LABGRID_PYTHON = ROOT / ".venv" / "labgrid" / "bin" / "python"
 
 
@@ -116,6 +121,7 @@ def write_bench(run: Run, broker: Broker) -> list[str]:
                     "modem": "sim7600",
                     "device_id": f"ci-serial-{i}-{os.getpid()}",
                     "power": "none",
+                    "config": dict(BENCH_CONFIG),
                 }
                 for i, console in enumerate(run.consoles)
             ],
@@ -140,6 +146,7 @@ def write_bench(run: Run, broker: Broker) -> list[str]:
                         "board": "unix_sim",
                         "modem": "sim7600",
                         "device_id": f"ci-labgrid-{i}-{os.getpid()}",
+                        "config": dict(BENCH_CONFIG),
                     }
                 },
             }

@@ -146,6 +146,20 @@ def test_pytest_refuses_a_bad_bench_and_more_workers_than_boards_before_any_boar
     assert done.returncode == 0, done.stdout + done.stderr
     assert "board desk-2: rfc2217://lab-pi.local:4001" in done.stdout
     assert "board desk-1" not in done.stdout
+    # --port: a one-board bench's port (here one board picked of two).
+    done = _pytest("--target", "serial", "--bench", str(EXAMPLE), "--port", "/dev/ttyACM3")
+    assert done.returncode == 4 and "--port /dev/ttyACM3: " in done.stderr, done.stderr
+    done = _pytest(
+        "--target",
+        "serial",
+        "--bench",
+        str(EXAMPLE),
+        "--board",
+        "desk-1",
+        "--port",
+        "/dev/ttyACM3",
+    )
+    assert done.returncode == 0 and "board desk-1: /dev/ttyACM3, " in done.stdout, done.stdout
 
 
 @pytest.mark.skipif(

@@ -107,17 +107,17 @@ def _load_bench(config: pytest.Config, target: str) -> benchfile.Bench:
                     "example.yaml and docs/hil.md)"
                 )
             bench = benchfile.load(path)
+        name = config.getoption("hil_board")
+        if name:
+            bench = benchfile.Bench(bench.path, [bench.board(name)], bench.boot_timeout_s)
         port = config.getoption("--port")
         if port:
             if len(bench.boards) != 1:
                 raise pytest.UsageError(
                     f"--port {port}: {bench.path} has {len(bench.boards)} boards; give each "
-                    "its port in the file"
+                    "its port in the file (or pick one with --board NAME)"
                 )
             bench.boards[0] = _with_port(bench.boards[0], port)
-        name = config.getoption("hil_board")
-        if name:
-            bench = benchfile.Bench(bench.path, [bench.board(name)], bench.boot_timeout_s)
         return bench
     except benchfile.BenchError as e:
         raise pytest.UsageError(str(e)) from None

@@ -137,6 +137,7 @@ def test_no_sim_raises_at_once():
             await m.check_sim()
         assert e.value.reason == "not inserted" and e.value.code == 10
         assert written(u).count("AT+CPIN?") == 1  # no pointless retries
+        assert m.sim == "not inserted"  # the link status says so
 
     session(Sim7600, t)
 
@@ -149,6 +150,7 @@ def test_sim_busy_after_boot_is_waited_out():
         answer(u, "AT+CPIN?", "+CPIN: READY")
         await m.check_sim()
         assert written(u).count("AT+CPIN?") == 3
+        assert m.sim == "ready" and m.counters["sim_removals"] == 0
 
     session(Sim7600, t)
 
@@ -163,7 +165,7 @@ def test_sim_failure_that_lasts_and_a_locked_sim_raise():
         answer(u, "AT+CPIN?", "+CPIN: SIM PIN")
         with raises(SimError) as e:
             await m.check_sim()
-        assert e.value.reason == "SIM PIN"
+        assert e.value.reason == "SIM PIN" and m.sim == "sim pin"
 
     session(Bg96, t)
 

@@ -373,3 +373,20 @@ def test_a_send_the_modem_refuses_breaks_the_stream():
             await sock.read(10)
 
     session(Sim7600, t, apn="iot.example")
+
+
+def test_a_sim_pulled_from_a_running_modem_is_named_and_counted():
+    async def t(m, u):
+        await connected(m, u)
+        u.inject("\r\n+CPIN: READY\r\n")  # as the modem prints it at boot
+        await sleep_ms(5)
+        assert m.sim == "ready" and m.counters["sim_removals"] == 0
+        u.inject("\r\n+CPIN: SIM REMOVED\r\n")
+        await sleep_ms(5)
+        assert m.sim == "sim removed" and m.counters["sim_removals"] == 1
+        assert m.at.counters["unknown_urcs"] == 0
+        u.inject("\r\n+CPIN: READY\r\n")
+        await sleep_ms(5)
+        assert m.sim == "ready" and m.counters["sim_removals"] == 1
+
+    session(A76xx, t, apn="iot.example")

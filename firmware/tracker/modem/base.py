@@ -101,6 +101,7 @@ class Modem(Network):
         self.info = {}
         self.powered = None  # True after power_on(), False after power_off(); None: unknown
         self.registration = "unknown"
+        self.sim = "unknown"  # "ready", or what the modem said of it ("sim removed", ...)
         self.pdp_active = False
         self.counters = {
             k: 0
@@ -109,7 +110,7 @@ class Modem(Network):
                 " cfun_cycles unexpected_resets registration_changes pdp_activations"
                 " pdp_failures pdp_losses socket_opens socket_failures socket_closes"
                 " peer_closes bytes_sent bytes_received sends reads polls settings_written"
-                " status_pin_mismatch socket_ms"
+                " status_pin_mismatch socket_ms sim_removals"
             ).split()
         }
         self._reg = {}  # domain ("CEREG") -> last <stat>
@@ -124,6 +125,7 @@ class Modem(Network):
             at.on_urc(self.power_down_urc, self._on_boot)
         for d in self.reg_domains:
             at.on_urc("+%s:" % d, self._on_reg)
+        at.on_urc("+CPIN:", self._on_cpin)
         self._register_urcs()
 
     # ---- power -------------------------------------------------------------------------
@@ -386,7 +388,9 @@ class Modem(Network):
             try:
                 state = answer_value((await self.at.cmd("AT+CPIN?")).first(""))
                 if state.upper() == "READY":
+                    self.sim = "ready"
                     return
+                self.sim = state.lower()
                 raise SimError(state)
             except CmeError as e:
                 reason = _SIM_CODES.get(e.code) if isinstance(e.code, int) else None
@@ -395,6 +399,7 @@ class Modem(Network):
                     reason = [r for r in _SIM_CODES.values() if r in text]
                     reason = reason[0] if reason else text or "error"
                 if reason not in _SIM_TRANSIENT or _diff(deadline, _now()) <= 0:
+                    self.sim = reason
                     raise SimError(reason, e.code)
             except AtError as e:  # a bare ERROR: the SIM interface is not up yet
                 if _diff(deadline, _now()) <= 0:
@@ -422,6 +427,15 @@ class Modem(Network):
         self._lose_pdp(why)
         self._reg = {}
         self._update_registration()
+
+    def _on_cpin(self, line):
+        """+CPIN: READY / SIM REMOVED / NOT INSERTED ... printed unasked (SIMCom prints
+        "+CPIN: SIM REMOVED" when the SIM leaves a running modem)."""
+        state = answer_value(line).lower()
+        if state != "ready" and self.sim == "ready":
+            self.counters["sim_removals"] += 1
+            log.w(_TAG, "SIM: " + state)
+        self.sim = state
 
     def _on_boot(self, line):
         if line.startswith(self.boot_urc):

@@ -30,7 +30,7 @@ LADDER = (RECONNECT, PDP, CFUN, POWER, RAIL, MCU)
 _AT_REPORTED = ("commands", "timeouts", "errors", "urcs", "unknown_urcs", "garbage_lines")
 _MODEM_REPORTED = (
     "registration_changes pdp_losses peer_closes socket_failures power_cycles"
-    " unexpected_resets sends reads socket_ms"
+    " unexpected_resets sends reads socket_ms sim_removals"
 ).split()
 
 
@@ -99,6 +99,7 @@ class ModemLink:
             "family": m.family,
             "registration": m.registration,
             "pdp_active": m.pdp_active,
+            "sim": m.sim,
             "failures": self.failures,
             "ladder": self.counters,
             "last_recovery": self.last_recovery,

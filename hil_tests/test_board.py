@@ -194,6 +194,26 @@ def _no_reading_lost(board: Board, first: int, upto: int) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.board(interval=60)
+def test_a_shorter_interval_set_late_in_a_long_one_applies_without_a_watchdog_reset(
+    board: Board,
+) -> None:
+    # The sampler's watchdog allowance follows interval_s (2 intervals + 10 s). Lowered 20 s
+    # into a 60 s interval, it must count from the change, not from the last reading, or the
+    # board resets itself as hung ("sampling made no progress").
+    board.wait_telemetry(after=board.mark(), what="a reading")
+    last = max(r["seq"] for r in board.readings())
+    time.sleep(20)  # past the new allowance since that reading (12 s for interval_s 1)
+    before = board.cli_json("status --json")
+    assert board.cli("config set interval_s 1") == ["ok: interval_s = 1.0 (applied now)"]
+    board.wait_telemetry(lambda r: r["seq"] >= last + 6, after=0, what="readings at 1 s")
+    after = board.cli_json("status --json")
+    # The feeder's verdict comes first (the WDT resets the chip a watchdog_s later): none.
+    assert after["last_crash"] == before["last_crash"], after["last_crash"]
+    assert after["log"]["errors"] == before["log"]["errors"], (before["log"], after["log"])
+    assert after["uptime_s"] >= before["uptime_s"] + 5, (before, after)  # no reset between
+
+
 @pytest.mark.board(interval=1)
 def test_a_reboot_over_the_console_keeps_seq_increasing_and_loses_no_reading(
     board: Board,

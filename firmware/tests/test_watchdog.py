@@ -193,6 +193,20 @@ def test_a_task_without_progress_past_its_limit_starves_the_watchdog_for_good():
     assert f.check(clock()) is False and wdt.feeds == 1
 
 
+def test_a_lowered_limit_counts_from_when_it_was_set():
+    # interval_s 60 -> 1 while the sampler sleeps out its minute: it has the new allowance
+    # from the change on, not one already spent.
+    clock = Clock()
+    f, wdt, (sampling,) = _feeder(clock, 75000)
+    clock.advance(40000)
+    assert f.check(clock()) is True
+    f.set_limit("task0", 15000)
+    clock.advance(15000)
+    assert f.check(clock()) is True and f.hung is None
+    clock.advance(1)
+    assert f.check(clock()) is False and f.hung == "task0" and f.stalled_ms == 15001
+
+
 def test_an_idle_task_is_not_hung_but_a_gone_one_is():
     clock = Clock()
     f, wdt, (reader,) = _feeder(clock, 2000)

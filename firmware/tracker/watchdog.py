@@ -151,8 +151,11 @@ class Feeder:
         self._at.append(self._clock())
 
     def set_limit(self, name, limit_ms):
-        """A watched task's new allowance (its period changed, e.g. interval_s)."""
-        self._limits[self._names.index(name)] = limit_ms
+        """A watched task's new allowance (its period changed, e.g. interval_s). It counts
+        from now: a task that waited a minute under the old one is not hung under a 15 s one."""
+        i = self._names.index(name)
+        self._limits[i] = limit_ms
+        self._at[i] = self._clock()
 
     def check(self, now):
         """Feed the WDT if every watch progressed (or is idle) within its limit."""

@@ -88,14 +88,15 @@ labgrid: $(LG_STAMP)
 demo: setup
 	$(BIN)/albatross demo $(if $(DEMO_S),--seconds $(DEMO_S))
 
-# Four workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
-# overlap well even on two cores; the whole suite then takes about 10 minutes instead of 25.
+# Five workers (pytest-xdist): the HIL scenarios mostly wait on simulated time, so they
+# overlap well even on two cores. Tests are handed out one at a time (--maxschedchunk 1) in
+# the order conftest.py gives them, the long scenarios first, so no worker ends the run alone.
 # Then the real-board path (hil_tests/plugin/ci.py): the serial and labgrid targets against
 # virtual boards reached only through their serial ports. JUnit XML and logs: $(TEST_OUT).
 test: setup $(LG_STAMP)
 	@mkdir -p $(TEST_OUT)
-	@echo "$(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml"; \
-	  $(BIN)/python -m pytest -n 4 --junitxml=$(TEST_OUT)/junit.xml; main=$$?; \
+	@echo "$(BIN)/python -m pytest -n 5 --maxschedchunk 1 --junitxml=$(TEST_OUT)/junit.xml"; \
+	  $(BIN)/python -m pytest -n 5 --maxschedchunk 1 --junitxml=$(TEST_OUT)/junit.xml; main=$$?; \
 	  echo "--- the real-board path: --target serial and --target labgrid on virtual boards"; \
 	  $(BIN)/python -m hil_tests.plugin.ci --out $(TEST_OUT); hil=$$?; \
 	  test $$main = 0 && test $$hil = 0

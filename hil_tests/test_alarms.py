@@ -81,6 +81,7 @@ def _interval_s(mqtt: MqttWatch, dev: str, after_seq: int, readings: int, vb: Vi
     return (ts1 - ts0) / (seq1 - seq0)
 
 
+@pytest.mark.slow
 def test_a_warming_fridge_alarm_overtakes_a_1000_reading_backlog(
     vboard: VboardFactory, mqtt: MqttWatch
 ) -> None:

@@ -243,6 +243,7 @@ def _flip_bit_in_a_pending_record(image: Path, after_seq: int) -> int:
     return seq
 
 
+@pytest.mark.slow
 def test_power_cut_campaign_loses_nothing(broker: Broker, tmp_path: Path) -> None:
     """A reduced sweep of torn flash writes (`albatross campaign power-cut` runs the full one,
     300+ cut points): after every cut the board boots, stores and delivers a new reading,

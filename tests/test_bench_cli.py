@@ -513,6 +513,7 @@ def one_line_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:
     assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.hil
 def test_readme_bench_lines_work_as_typed_and_bad_input_is_refused(board: Board) -> None:
     """One board for everything (under pytest-xdist a second test could start a second)."""

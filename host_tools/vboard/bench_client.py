@@ -33,6 +33,8 @@ class BenchClient:
             request = json.dumps({"cmd": cmd, **args}, allow_nan=False).encode() + b"\n"
         except (TypeError, ValueError) as e:
             raise BenchError(f"{cmd}: arguments not sendable as JSON: {e}") from None
+        if not os.path.exists(self.path):  # before connect(): it may not take a long path
+            raise BenchError(f"no bench at {self.path}: is the virtual board running?")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)

@@ -35,6 +35,7 @@ sys.path[:0] = [str(FIRMWARE), str(FIRMWARE / "tests")]
 
 from cli_kit import Rig  # noqa: E402
 
+from tests.fuzz_budget import examples  # noqa: E402
 from tracker.cli.port import ConsolePort  # noqa: E402
 from tracker.config import SCHEMA  # noqa: E402
 
@@ -48,7 +49,7 @@ CTRL_C = 3
 
 def fuzz(n: int) -> settings:
     return settings(
-        max_examples=n,
+        max_examples=examples(n),
         derandomize=True,
         database=None,
         deadline=None,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 
+from tests.fuzz_budget import examples  # noqa: E402
 from tracker import log  # noqa: E402
 from tracker.config import SCHEMA, Config, key  # noqa: E402
 from tracker.settings import Settings  # noqa: E402
@@ -24,7 +25,9 @@ log.echo = False
 KEYS = [k.name for k in SCHEMA]
 # Keys whose valid values are easy to draw from the schema (no format beyond type/range).
 SIMPLE = [k for k in SCHEMA if getattr(k, "check", None) is None and k.name != "mqtt_password"]
-FAST = settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(
+    max_examples=examples(2500), deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def parse_cleanly(payload):
@@ -193,7 +196,7 @@ def _read(path):
         return None
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=list(HealthCheck))
 @given(valid_requests() | hostile_requests(), st.booleans(), st.data())
 def test_a_request_applies_exactly_its_keys_or_nothing(tmp_path_factory, body, mutated, data):
     bench = Bench(tmp_path_factory.mktemp("dl"))
@@ -227,7 +230,7 @@ def test_a_request_applies_exactly_its_keys_or_nothing(tmp_path_factory, body, m
     assert answer["config"]["mqtt_password"] in ("", "***")
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=list(HealthCheck))
 @given(hostile_requests() | json_values, st.sampled_from(d.COMMANDS))
 def test_commands_answer_every_payload_with_one_ack(body, name):
     ran = []

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "firmware"))
 
+from tests.fuzz_budget import examples  # noqa: E402
 from tracker.location.nmea import Nmea  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "gpsd-nmea"
 SETTINGS = settings(
-    max_examples=3000,
+    max_examples=examples(3000),
     deadline=None,
     derandomize=True,  # the same inputs on every run: a failure is always reproducible
     suppress_health_check=[HealthCheck.too_slow],

@@ -117,13 +117,37 @@ def _check(what: str, ok: bool, c: Counts) -> None:
         )
 
 
+Check = Callable[[Counts, dict], None]
+
+
 # Evidence per fault: (the simulator's side, the device's side). Each raises AssertionError
 # unless its own counters show the fault acting; a board without the fault fails both
 # (test_evidence_checks_fail_without_a_fault).
-def _sim_peer_close(c: Counts, p: dict) -> None:
-    _check("the simulator closed a link from the peer", c.sim("peer_closes") >= 1, c)
+#
+# The simulator's side: the counter of its fault_effects that the fault moves, and what that
+# shows.
+SIM_EFFECT = {
+    "modem_peer_close": ("peer_closes", "the simulator closed a link from the peer"),
+    "modem_pdp_drop": ("pdp_drops", "the simulator dropped an active data context"),
+    "modem_deregister": ("deregistrations", "the simulator took the registration away"),
+    "modem_hang": ("hung_rx_bytes", "the hung simulator ignored what the device sent"),
+    "modem_slow": ("delayed_answers", "the simulator delayed its answers"),
+    "modem_garbage": ("garbage_bursts", "the simulator sent garbage bytes"),
+    "modem_urc_storm": ("storm_urcs", "the simulator stormed URCs"),
+    "modem_no_sim": ("sim_removals", "the simulator pulled the SIM"),
+}
 
 
+def _sim_effect(fault: str) -> Check:
+    counter, what = SIM_EFFECT[fault]
+
+    def check(c: Counts, p: dict) -> None:
+        _check(what, c.sim(counter) >= 1, c)
+
+    return check
+
+
+# The device's side: what its link status counted, one check per fault.
 def _fw_peer_close(c: Counts, p: dict) -> None:
     _check(
         "the device saw the peer close and opened a new session",
@@ -132,20 +156,12 @@ def _fw_peer_close(c: Counts, p: dict) -> None:
     )
 
 
-def _sim_pdp_drop(c: Counts, p: dict) -> None:
-    _check("the simulator dropped an active data context", c.sim("pdp_drops") >= 1, c)
-
-
 def _fw_pdp_drop(c: Counts, p: dict) -> None:
     _check(
         "the device lost its data context and recovered",
         c.fw("modem.pdp_losses") >= 1 and _ladder_steps(c) >= 1,
         c,
     )
-
-
-def _sim_deregister(c: Counts, p: dict) -> None:
-    _check("the simulator took the registration away", c.sim("deregistrations") >= 1, c)
 
 
 def _fw_deregister(c: Counts, p: dict) -> None:
@@ -157,10 +173,6 @@ def _fw_deregister(c: Counts, p: dict) -> None:
     )
 
 
-def _sim_hang(c: Counts, p: dict) -> None:
-    _check("the hung simulator ignored what the device sent", c.sim("hung_rx_bytes") >= 1, c)
-
-
 def _fw_hang(c: Counts, p: dict) -> None:
     _check(
         "the device's commands timed out and it power-cycled the modem",
@@ -169,10 +181,6 @@ def _fw_hang(c: Counts, p: dict) -> None:
         and c.fw("modem.power_cycles") >= 1,
         c,
     )
-
-
-def _sim_slow(c: Counts, p: dict) -> None:
-    _check("the simulator delayed its answers", c.sim("delayed_answers") >= 1, c)
 
 
 def _fw_slow(c: Counts, p: dict) -> None:
@@ -186,10 +194,6 @@ def _fw_slow(c: Counts, p: dict) -> None:
     )
 
 
-def _sim_garbage(c: Counts, p: dict) -> None:
-    _check("the simulator sent garbage bytes", c.sim("garbage_bursts") >= 1, c)
-
-
 def _fw_garbage(c: Counts, p: dict) -> None:
     # Each burst lands before a frame that starts with CR LF, so it is a garbled line of its
     # own (measured: as many as the bursts); half leaves room for a burst the device missed.
@@ -198,10 +202,6 @@ def _fw_garbage(c: Counts, p: dict) -> None:
         c.fw("at.garbage_lines") >= max(1, c.sim("garbage_bursts") // 2),
         c,
     )
-
-
-def _sim_urc_storm(c: Counts, p: dict) -> None:
-    _check("the simulator stormed URCs", c.sim("storm_urcs") >= 1, c)
 
 
 def _fw_urc_storm(c: Counts, p: dict) -> None:
@@ -214,10 +214,6 @@ def _fw_urc_storm(c: Counts, p: dict) -> None:
     )
 
 
-def _sim_no_sim(c: Counts, p: dict) -> None:
-    _check("the simulator pulled the SIM", c.sim("sim_removals") >= 1, c)
-
-
 def _fw_no_sim(c: Counts, p: dict) -> None:
     _check(
         "the device lost registration without a SIM and got it back",
@@ -226,16 +222,15 @@ def _fw_no_sim(c: Counts, p: dict) -> None:
     )
 
 
-Check = Callable[[Counts, dict], None]
 EVIDENCE: dict[str, tuple[Check, Check]] = {
-    "modem_peer_close": (_sim_peer_close, _fw_peer_close),
-    "modem_pdp_drop": (_sim_pdp_drop, _fw_pdp_drop),
-    "modem_deregister": (_sim_deregister, _fw_deregister),
-    "modem_hang": (_sim_hang, _fw_hang),
-    "modem_slow": (_sim_slow, _fw_slow),
-    "modem_garbage": (_sim_garbage, _fw_garbage),
-    "modem_urc_storm": (_sim_urc_storm, _fw_urc_storm),
-    "modem_no_sim": (_sim_no_sim, _fw_no_sim),
+    "modem_peer_close": (_sim_effect("modem_peer_close"), _fw_peer_close),
+    "modem_pdp_drop": (_sim_effect("modem_pdp_drop"), _fw_pdp_drop),
+    "modem_deregister": (_sim_effect("modem_deregister"), _fw_deregister),
+    "modem_hang": (_sim_effect("modem_hang"), _fw_hang),
+    "modem_slow": (_sim_effect("modem_slow"), _fw_slow),
+    "modem_garbage": (_sim_effect("modem_garbage"), _fw_garbage),
+    "modem_urc_storm": (_sim_effect("modem_urc_storm"), _fw_urc_storm),
+    "modem_no_sim": (_sim_effect("modem_no_sim"), _fw_no_sim),
 }
 
 

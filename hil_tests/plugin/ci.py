@@ -49,10 +49,8 @@ TESTS = {
     "labgrid": ["hil_tests/test_board.py", "hil_tests/test_bench_yaml.py"],
 }
 BOARDS = {"serial": 3, "labgrid": 2}
-# Set at provisioning, as a bench sets a test run's cadence. Not the default 60 s: lowering
-# interval_s at run time to a test's 1 s while the last reading is more than ~12 s old makes
-# the firmware's sampling watch (tracker/watchdog.py set_limit keeps the old stall clock)
-# declare the sampler hung and let the watchdog reset the board.
+# Set at provisioning, as a bench sets a test run's cadence (docs/hil.md): the tests wait for
+# readings, and at the default 60 s each wait would take a minute.
 BENCH_CONFIG = {"interval_s": 5}
 LABGRID_PYTHON = ROOT / ".venv" / "labgrid" / "bin" / "python"
 

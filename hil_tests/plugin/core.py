@@ -237,7 +237,8 @@ def _used(request: pytest.FixtureRequest, board: Board | VirtualBoard) -> None:
 def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = os.environ.get("ALBATROSS_TEST_LOGS")
     if root:
-        path = Path(root)
+        # One folder per pytest-xdist worker: each numbers its boards from hil-1.
+        path = Path(root) / os.environ.get("PYTEST_XDIST_WORKER", "")
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("hil-logs")

@@ -24,7 +24,7 @@ help:
 	@echo "make setup       create $(VENV) (python >= 3.11) and install albatross + dev tools"
 	@echo "make demo        a virtual tracker reports to a local MQTT broker (DEMO_S=seconds)"
 	@echo "make test        the whole test suite, then the serial and labgrid HIL targets"
-	@echo "make test-quick  unit tests only (no HIL scenarios): about 2 minutes"
+	@echo "make test-quick  unit and simulator tests (no HIL, no end-to-end runs): about a minute"
 	@echo "make lint        ruff check + ruff format --check"
 	@echo "make bench       albatross benchmark"
 	@echo "make soak        the 30-minute PSRAM-less fit scenario (hil_tests/test_fit.py)"
@@ -103,7 +103,7 @@ test: setup $(LG_STAMP)
 
 # The big fuzz runs take a tenth of their examples here (tests/fuzz_budget.py).
 test-quick: setup
-	ALBATROSS_FUZZ_SCALE=0.1 $(BIN)/python -m pytest -n 3 -m "not slow and not hil"
+	ALBATROSS_FUZZ_SCALE=0.1 $(BIN)/python -m pytest -n 3 -m "not slow and not hil and not e2e"
 
 lint: setup
 	$(BIN)/ruff check .

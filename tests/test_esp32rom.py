@@ -34,6 +34,8 @@ from host_tools.vboard.esp32rom import (
 from host_tools.vboard.esp32rom import loader as rl
 from host_tools.vboard.esp32rom import protocol as wire
 
+pytestmark = pytest.mark.e2e
+
 FLASH_SIZE = 4 * 1024 * 1024
 UID = "a1b2c3d4e5f6"
 MAC = "24:0a:c4:d4:e5:f6"  # Espressif OUI + the uid's last three bytes

@@ -32,9 +32,12 @@ from host_tools.vboard import esp32boot
 from host_tools.vboard.esp32rom import Esp32Chip, FlashFile, RomLoader, serve_tcp
 from host_tools.vboard.esp32rom.chip import CHIP_DETECT_MAGIC_REG_ADDR, mac_from_uid
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning"  # pyserial's rfc2217
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings(
+        r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning"  # pyserial's rfc2217
+    ),
+]
 
 BOARD = "esp32_generic_sim7600"
 MB = 1024 * 1024

@@ -16,6 +16,8 @@ from hil_tests.helpers import mpremote
 from host_tools import image as img
 from host_tools.vboard.runner import VirtualBoard
 
+pytestmark = pytest.mark.e2e
+
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 LOOP_MAIN = b"""

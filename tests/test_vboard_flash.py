@@ -15,6 +15,8 @@ import pytest
 from host_tools import image as img
 from host_tools.vboard.runner import VirtualBoard
 
+pytestmark = pytest.mark.e2e
+
 WRITER = b"""
 import machine, os
 print("main: cause", machine.reset_cause())

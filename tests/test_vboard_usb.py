@@ -14,7 +14,10 @@ from esp_pylib.serial_reset import classic_bootloader_reset, hard_reset
 from host_tools.vboard.supervisor import EN_RISE_S
 from host_tools.vboard.usb import UsbPort, auto_reset_pins
 
-pytestmark = pytest.mark.filterwarnings("ignore:set(Daemon|Name):DeprecationWarning")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore:set(Daemon|Name):DeprecationWarning"),
+]
 
 
 class RecordingChip:

@@ -7,8 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from host_tools import image as img
 from host_tools.vboard.runner import VirtualBoard
+
+pytestmark = pytest.mark.e2e
 
 ARGS_MAIN = b"""
 import machine

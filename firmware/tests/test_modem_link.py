@@ -1,5 +1,8 @@
+import asyncio
+
 from mptest import run
 
+from tracker.aio import TimeoutError, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
 from tracker.modem.at import AtTimeout
 from tracker.modem.link import LADDER, ModemLink
 
@@ -25,6 +28,12 @@ class FakeModem:
         self.at = FakeAt()
         self.info = {}
         self.calls = []
+        self.registration_changed = asyncio.Event()
+
+    def report(self, registration):
+        """What the modem's +CxREG URC does: a new state, and the event set."""
+        self.registration = registration
+        self.registration_changed.set()
 
     def __getattr__(self, name):
         async def op(*args, **kwargs):
@@ -116,3 +125,58 @@ def test_a_lost_session_with_the_data_context_up_starts_with_a_reconnect():
     _fail_and_reopen(link, 1)
     assert link.last_recovery == "reconnect after test"
     assert link.counters["reactivate_pdp"] == 0
+
+
+def _off_the_network_link(registration):
+    """A link after many failures (a backoff of at least 30 s) on a modem that is off the
+    network; a short base so the wake-up jitter is 50..100 ms."""
+    modem = FakeModem()
+    modem.registration = registration
+    link = ModemLink(modem)
+    link.BACKOFF_BASE_MS = 100
+    link.failures = 12
+    return modem, link
+
+
+def test_a_backoff_off_the_network_ends_when_the_modem_registers():
+    modem, link = _off_the_network_link("denied")
+    states = []
+
+    async def network():
+        await sleep_ms(20)
+        modem.report("searching")  # a change, not yet a registration: the wait goes on
+        await sleep_ms(20)
+        states.append(link.registered_wakes)
+        modem.report("home")
+
+    async def main():
+        task = asyncio.create_task(network())
+        try:
+            await wait_for_ms(link.backoff(), 10000)  # the backoff itself is 30..60 s
+        except TimeoutError:
+            raise AssertionError("the backoff did not end when the modem registered")
+        await task
+
+    run(main())
+    assert states == [0] and link.registered_wakes == 1, (states, link.registered_wakes)
+
+
+def test_a_backoff_waits_its_time_when_the_modem_stays_off_or_was_registered():
+    for registration in ("denied", "home"):
+        modem, link = _off_the_network_link(registration)
+        link.failures = 1  # 50..100 ms
+        started = ticks_ms()
+
+        async def main(modem=modem, link=link):
+            await asyncio.gather(link.backoff(), _flap(modem))
+
+        run(main())
+        waited = ticks_diff(ticks_ms(), started)
+        assert waited >= 50 and link.registered_wakes == 0, (registration, waited)
+
+
+async def _flap(modem):
+    # Registration updates during the backoff that leave the modem where it was.
+    for _ in range(3):
+        await sleep_ms(5)
+        modem.report(modem.registration)

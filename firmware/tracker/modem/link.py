@@ -7,9 +7,10 @@
 # Each step is tried STEP_TRIES times before the next; a modem that no longer answers AT
 # skips straight to the power cycle (nothing softer can help it), and a data context the
 # modem reported lost starts at its re-activation. Only a PUBACK proves the
-# path works (session_up); "connected" flags and SEND OK prove nothing.
+# path works (session_up); "connected" flags and SEND OK prove nothing. Off the network, the
+# backoff between tries ends when the modem registers (its URC), not at its full length.
 from tracker import log
-from tracker.aio import sleep_ms, ticks_diff, ticks_ms
+from tracker.aio import TimeoutError, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_for_ms
 from tracker.modem.at import AtTimeout, ModemError
 from tracker.uplink.tcp import jittered
 
@@ -34,6 +35,10 @@ _MODEM_REPORTED = (
 ).split()
 
 
+def _registered(modem):
+    return modem.registration == "home" or modem.registration == "roaming"
+
+
 class ModemLink:
     STEP_TRIES = 2
     BACKOFF_BASE_MS = 1000
@@ -52,6 +57,7 @@ class ModemLink:
         self.failures = 0
         self.counters = {step: 0 for step in LADDER}
         self.counters["sessions"] = 0
+        self.registered_wakes = 0  # backoffs the modem's registration ended early
         self.last_recovery = None
         self.last_error = None
         self.recovery_ms = {}  # step -> duration of its last run
@@ -88,9 +94,34 @@ class ModemLink:
         self._close_socket()
 
     async def backoff(self):
+        """Wait before the next try. Off the network (denied, searching), the modem's own
+        registration ends the wait early: the network let it back in, so the next try can
+        work, and the backoff only stood for a network that might."""
         delay = jittered(self.BACKOFF_BASE_MS, self.failures - 1, self.BACKOFF_MAX_MS)
         log.i(_TAG, "failure %d (%s); next try in %d ms" % (self.failures, self.last_error, delay))
-        await sleep_ms(delay)
+        m = self.modem
+        if _registered(m):
+            await sleep_ms(delay)
+            return
+        deadline = ticks_add(ticks_ms(), delay)
+        while True:
+            m.registration_changed.clear()
+            if _registered(m):
+                break
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                return
+            try:
+                await wait_for_ms(m.registration_changed.wait(), left)
+            except TimeoutError:
+                return
+        self.registered_wakes += 1
+        # Jittered (0.5..1 s) all the same: a cell that comes back lets its devices in at once.
+        left = ticks_diff(deadline, ticks_ms())
+        wait = min(left, jittered(self.BACKOFF_BASE_MS, 0, self.BACKOFF_MAX_MS))
+        log.i(_TAG, "registered (%s): next try in %d ms" % (m.registration, max(wait, 0)))
+        if wait > 0:
+            await sleep_ms(wait)
 
     def status(self):
         m = self.modem
@@ -105,6 +136,7 @@ class ModemLink:
             "last_recovery": self.last_recovery,
             "last_error": self.last_error,
             "recovery_ms": self.recovery_ms,
+            "registered_wakes": self.registered_wakes,
             "info": m.info,
             # STATUS pin readings AT proved wrong (modem.py): non-zero means check board.json.
             "status_pin_mismatch": m.counters["status_pin_mismatch"],

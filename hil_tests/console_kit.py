@@ -197,7 +197,7 @@ class Console:
         self.type(line + "\r", delay)
         deadline = time.monotonic() + timeout
         while True:
-            reply = self._reply(start, prompt, until)
+            reply = self._reply(start, line, prompt, until)
             if reply is not None:
                 return reply
             if time.monotonic() > deadline:
@@ -205,11 +205,20 @@ class Console:
             with self._cond:
                 self._cond.wait(0.1)
 
-    def _reply(self, start: int, prompt: str, until: str) -> list[str] | None:
+    def _reply(self, start: int, line: str, prompt: str, until: str) -> list[str] | None:
         data = self.raw(start)
         segments = data.split(b"\r\n")
         shown = [render(s) for s in segments[:-1]]
-        echo = next((i for i, s in enumerate(shown) if s.startswith(prompt)), None)
+        # The echo is the prompt line that shows what was typed: an empty prompt before it
+        # (the device still answering the Enter that woke it) is not the echo.
+        echo = next(
+            (
+                i
+                for i, s in enumerate(shown)
+                if s.startswith(prompt) and protocol.is_echo(s[len(prompt) :], line)
+            ),
+            None,
+        )
         if echo is None:
             return None
         mark = until.encode()

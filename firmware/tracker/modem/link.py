@@ -10,7 +10,7 @@
 # path works (session_up); "connected" flags and SEND OK prove nothing. Off the network, the
 # backoff between tries ends when the modem registers (its URC), not at its full length.
 from tracker import log
-from tracker.aio import TimeoutError, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_for_ms
+from tracker.aio import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from tracker.modem.at import AtTimeout, ModemError
 from tracker.uplink.tcp import jittered
 
@@ -47,6 +47,7 @@ class ModemLink:
     PDP_TIMEOUT_MS = 150000  # QIACT up to 150 s (check)
     SOCKET_TIMEOUT_MS = 30000
     PROBE_TIMEOUT_MS = 2000
+    REGISTRATION_POLL_MS = 250  # off the network, how often a backoff looks for registration
 
     def __init__(self, modem, *, reset_mcu=None, apn="", rat="auto", on_network_time=None):
         self.modem = modem
@@ -95,26 +96,22 @@ class ModemLink:
 
     async def backoff(self):
         """Wait before the next try. Off the network (denied, searching), the modem's own
-        registration ends the wait early: the network let it back in, so the next try can
-        work, and the backoff only stood for a network that might."""
+        registration (its URC) ends the wait early: the network let it back in, so the next
+        try can work, and the backoff only stood for a network that might."""
         delay = jittered(self.BACKOFF_BASE_MS, self.failures - 1, self.BACKOFF_MAX_MS)
         log.i(_TAG, "failure %d (%s); next try in %d ms" % (self.failures, self.last_error, delay))
         m = self.modem
         if _registered(m):
             await sleep_ms(delay)
             return
+        # Polled: a sleep allocates nothing, where waiting on the registration event with a
+        # timeout makes a task each time, at the moment the heap is fullest (a reconnect).
         deadline = ticks_add(ticks_ms(), delay)
-        while True:
-            m.registration_changed.clear()
-            if _registered(m):
-                break
+        while not _registered(m):
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 return
-            try:
-                await wait_for_ms(m.registration_changed.wait(), left)
-            except TimeoutError:
-                return
+            await sleep_ms(min(left, self.REGISTRATION_POLL_MS))
         self.registered_wakes += 1
         # Jittered (0.5..1 s) all the same: a cell that comes back lets its devices in at once.
         left = ticks_diff(deadline, ticks_ms())

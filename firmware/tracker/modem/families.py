@@ -41,6 +41,7 @@ def make_modem(family, at, **pins_and_options):
 # GPRS domains disagree (registered anywhere wins, then still searching).
 REG_NAMES = ("not_registered", "home", "searching", "denied", "unknown", "roaming")
 REG_PRIORITY = (1, 5, 2, 3, 0, 4)
+REGISTERED = ("home", "roaming")  # the states in which the modem is on the network
 
 
 def answer_value(line):

@@ -12,6 +12,7 @@
 from tracker import log
 from tracker.aio import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from tracker.modem.at import AtTimeout, ModemError
+from tracker.modem.families import REGISTERED
 from tracker.uplink.tcp import jittered
 
 _TAG = "link"
@@ -33,10 +34,6 @@ _MODEM_REPORTED = (
     "registration_changes pdp_losses peer_closes socket_failures power_cycles"
     " unexpected_resets sends reads socket_ms sim_removals"
 ).split()
-
-
-def _registered(modem):
-    return modem.registration == "home" or modem.registration == "roaming"
 
 
 class ModemLink:
@@ -101,13 +98,13 @@ class ModemLink:
         delay = jittered(self.BACKOFF_BASE_MS, self.failures - 1, self.BACKOFF_MAX_MS)
         log.i(_TAG, "failure %d (%s); next try in %d ms" % (self.failures, self.last_error, delay))
         m = self.modem
-        if _registered(m):
+        if m.registration in REGISTERED:
             await sleep_ms(delay)
             return
         # Polled: a sleep allocates nothing, where waiting on the registration event with a
         # timeout makes a task each time, at the moment the heap is fullest (a reconnect).
         deadline = ticks_add(ticks_ms(), delay)
-        while not _registered(m):
+        while m.registration not in REGISTERED:
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 return

@@ -16,6 +16,7 @@ from tracker.aio import ticks_diff as _diff
 from tracker.aio import ticks_ms as _now
 from tracker.modem.at import AtError, AtTimeout, ModemError
 from tracker.modem.families import (
+    REGISTERED,
     cclk_to_unix,
     operator_value,
     reg_stat,
@@ -121,7 +122,7 @@ class Network:
         while True:
             self.registration_changed.clear()
             st = self.registration
-            if st == "home" or st == "roaming":
+            if st in REGISTERED:
                 return st
             if st == "denied":
                 raise RegistrationDenied("registration denied by the network")
